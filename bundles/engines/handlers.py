@@ -1,0 +1,229 @@
+"""Ignite handlers shared by the three trainers: sample grids, atomic checkpoints, resume."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import torch  # noqa: E402
+from ignite.engine import Engine, Events  # noqa: E402
+from torch.nn.parallel import DistributedDataParallel  # noqa: E402
+
+from bundles.errors import BundleInputError  # noqa: E402
+from bundles.fileio import atomic_path, atomic_torch_save  # noqa: E402
+
+logger = logging.getLogger(__name__)
+
+
+def is_main_process() -> bool:
+    """True unless this is a non-zero rank of an initialised process group."""
+    return not (torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
+
+
+def unwrap(module: torch.nn.Module) -> torch.nn.Module:
+    """The bare network inside a DistributedDataParallel wrapper (checkpoints hold bare state dicts)."""
+    return module.module if isinstance(module, DistributedDataParallel) else module
+
+
+def save_image_grid(columns: list[tuple[str, torch.Tensor]], path: str | Path, title: str = "") -> Path:
+    """Write a PNG grid: one column per ``(title, (B, 1, H, W) tensor in [-1, 1])``, one row per sample."""
+    rows = min(int(t.shape[0]) for _, t in columns)
+    fig, axes = plt.subplots(rows, len(columns), figsize=(2.0 * len(columns), 2.0 * rows), squeeze=False)
+    for c, (name, images) in enumerate(columns):
+        for r in range(rows):
+            ax = axes[r][c]
+            ax.imshow(images[r, 0].detach().float().cpu().numpy().T, cmap="gray", vmin=-1, vmax=1, origin="lower")
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title(name, fontsize=9)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=80)
+    plt.close(fig)
+    return Path(path)
+
+
+class SampleGridSaver:
+    """Each ``every_n_epochs``, save a PNG grid of the trainer's :meth:`sample_columns` on a fixed batch.
+
+    The batch is the first training batch (its first ``num_samples`` items) and the noise is drawn from a
+    fixed seed, so grids of successive epochs show the same inputs. Files: ``output_dir/samples/
+    epoch_NNNN.png``; the path of the latest one is kept in ``engine.state.sample_grid``.
+    """
+
+    def __init__(self, output_dir: str, every_n_epochs: int = 1, num_samples: int = 4, seed: int = 12345):
+        self.sample_dir = Path(output_dir) / "samples"
+        self.every_n_epochs = every_n_epochs
+        self.num_samples = num_samples
+        self.seed = seed
+        self.fixed_batch: dict | None = None
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.ITERATION_STARTED, self._keep_first_batch)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), self)
+
+    def _keep_first_batch(self, engine: Engine) -> None:
+        if self.fixed_batch is None:
+            batch = engine.prepare(engine.state.batch)
+            self.fixed_batch = {k: v[: self.num_samples].clone() for k, v in batch.items()}
+
+    def __call__(self, engine: Engine) -> None:
+        if not is_main_process() or self.fixed_batch is None:
+            return
+        generator = engine.generator
+        was_training = generator.training
+        generator.eval()
+        with torch.no_grad(), torch.random.fork_rng(devices=[]):
+            torch.manual_seed(self.seed)
+            fake = engine.generate(self.fixed_batch)
+            columns = engine.sample_columns(self.fixed_batch, fake)
+        generator.train(was_training)
+        path = self.sample_dir / f"epoch_{engine.state.epoch:04d}.png"
+        save_image_grid(columns, path, title=f"epoch {engine.state.epoch}, iteration {engine.state.iteration}")
+        engine.state.sample_grid = str(path)
+        logger.info("sample grid written to %s", path)
+
+
+def _state_of(obj) -> dict:
+    if isinstance(obj, torch.nn.Module):
+        return unwrap(obj).state_dict()
+    return obj.state_dict()
+
+
+class AtomicCheckpointSaver:
+    """Save ``{name: obj.state_dict()}`` atomically (temporary file, fsync, rename) on rank 0.
+
+    Writes ``checkpoint_latest.pt`` every ``every_n_iterations`` (if set) and at every epoch end, plus
+    ``checkpoint_epoch=NNNN.pt`` every ``every_n_epochs``, keeping the last ``n_saved`` of those.
+    ``save_dict`` usually holds generator, discriminator, both optimizers and the trainer itself (whose
+    state is its epoch / iteration counters). Networks are saved without their DDP wrapper.
+    """
+
+    def __init__(
+        self,
+        save_dir: str,
+        save_dict: dict,
+        every_n_epochs: int = 1,
+        every_n_iterations: int | None = None,
+        n_saved: int = 2,
+    ):
+        self.save_dir = Path(save_dir)
+        self.save_dict = save_dict
+        self.every_n_epochs = every_n_epochs
+        self.every_n_iterations = every_n_iterations
+        self.n_saved = n_saved
+
+    def attach(self, engine: Engine) -> None:
+        if self.every_n_iterations:
+            engine.add_event_handler(Events.ITERATION_COMPLETED(every=self.every_n_iterations), self.save_latest)
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self.save_latest)
+        engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.every_n_epochs), self.save_epoch)
+
+    def checkpoint(self) -> dict:
+        return {name: _state_of(obj) for name, obj in self.save_dict.items()}
+
+    def save_latest(self, engine: Engine) -> None:
+        if is_main_process():
+            atomic_torch_save(self.checkpoint(), self.save_dir / "checkpoint_latest.pt")
+
+    def save_epoch(self, engine: Engine) -> None:
+        if not is_main_process():
+            return
+        atomic_torch_save(self.checkpoint(), self.save_dir / f"checkpoint_epoch={engine.state.epoch:04d}.pt")
+        epochs = sorted(self.save_dir.glob("checkpoint_epoch=*.pt"))
+        for old in epochs[: max(0, len(epochs) - self.n_saved)]:
+            old.unlink()
+
+
+def load_checkpoint(path: str | Path) -> dict:
+    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, never code.
+
+    Raises:
+        BundleInputError: the file is missing, or is not a plain-weights checkpoint (a pickle that would
+            run code is refused, not executed).
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise BundleInputError("checkpoint file not found", path=path, hint="check the checkpoint path")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as err:
+        raise BundleInputError(
+            f"refused to load: not a plain-weights checkpoint ({str(err).splitlines()[0]})",
+            path=path,
+            hint="only load checkpoints written by these bundles or from a source you trust",
+        ) from err
+
+
+def load_state_into(module: torch.nn.Module, state: dict, path: str | Path, key: str) -> None:
+    """Load ``state`` into ``module``, turning a key/shape mismatch into an error naming what differs."""
+    target = unwrap(module)
+    own = target.state_dict()
+    missing = sorted(set(own) - set(state))
+    unexpected = sorted(set(state) - set(own))
+    mismatched = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
+    if missing or unexpected or mismatched:
+        details = []
+        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
+            if keys:
+                details.append(f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
+        raise BundleInputError(
+            f"checkpoint entry '{key}' does not fit the configured {type(target).__name__} ({'; '.join(details)})",
+            path=path,
+            field=key,
+            hint="the checkpoint was written by another network or configuration (image size, gene count, ...)",
+        )
+    target.load_state_dict(state)
+
+
+class CheckpointResumer:
+    """At start, restore ``load_dict`` from ``ckpt_dir/checkpoint_latest.pt`` when ``enabled`` and it exists.
+
+    Restores networks, optimizers and the trainer's counters; if the run stopped mid-epoch and the loader
+    uses :class:`~bundles.engines.sampling.ResumableSampler`, the batches already seen are skipped, so the
+    run continues exactly where it stopped. Attach it first among the handlers.
+    """
+
+    def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = True):
+        self.path = Path(ckpt_dir) / "checkpoint_latest.pt"
+        self.load_dict = load_dict
+        self.enabled = enabled
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.STARTED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        if not self.enabled:
+            return
+        if not self.path.exists():
+            logger.info("resume requested but %s does not exist yet: starting from scratch", self.path)
+            return
+        checkpoint = load_checkpoint(self.path)
+        for name, obj in self.load_dict.items():
+            if name not in checkpoint:
+                raise BundleInputError(f"checkpoint has no entry '{name}'", path=self.path, field=name)
+            if isinstance(obj, torch.nn.Module):
+                load_state_into(obj, checkpoint[name], self.path, name)
+            elif isinstance(obj, Engine):
+                max_epochs = obj.state.max_epochs  # the configured length wins over the checkpoint's
+                obj.load_state_dict(checkpoint[name])
+                obj.state.max_epochs = max_epochs
+            else:
+                obj.load_state_dict(checkpoint[name])
+        epoch_length = engine.state.epoch_length
+        done_in_epoch = engine.state.iteration % epoch_length if epoch_length else 0
+        sampler = getattr(getattr(engine, "data_loader", None), "sampler", None)
+        if done_in_epoch and hasattr(sampler, "skip_next"):
+            sampler.skip_next(done_in_epoch * engine.data_loader.batch_size)
+        logger.info(
+            "resumed from %s at epoch %d, iteration %d", self.path, engine.state.epoch, engine.state.iteration
+        )
+
