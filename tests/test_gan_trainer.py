@@ -91,7 +91,7 @@ def make_trainer(tmp_path, max_epochs=2, resume=False, every_n_iterations=None, 
     record = []
     trainer.add_event_handler(
         Events.ITERATION_COMPLETED,
-        lambda e: record.append((e.state.iteration, tuple(e.state.batch["index"].tolist()), e.state.output["loss"])),
+        lambda e: record.append((e.state.iteration, tuple(e.state.batch["index"].tolist()), e.state.output[0]["loss"])),
     )
     return trainer, record
 

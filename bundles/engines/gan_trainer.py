@@ -22,8 +22,10 @@ class AdversarialTrainer(Trainer):
     Torch's global RNG is re-seeded at the start of every iteration from ``(seed, rank, iteration)``, so
     noise and dropout of iteration ``i`` are the same whether or not training was resumed before ``i``.
 
-    The engine output is ``{"loss": {term: float}, "fake": {name: Tensor}}``: "loss" holds every named
-    term (and ``d_total`` / ``g_total``) for StatsHandler, ProgressBar and MLFlowHandler.
+    The engine output follows MONAI's decollated convention: a list with one dict per sample,
+    ``{"loss": {term: float}, <generated name>: Tensor}``, the "loss" dict (every named term, with
+    ``d_total`` and ``g_total``) replicated in each. So ``monai.handlers.from_engine(["loss"], first=True)``
+    gives the loss dict to StatsHandler, ProgressBar and MLFlowHandler, as ``--tracking mlflow`` expects.
 
     Args:
         device: where the networks live.
@@ -141,7 +143,8 @@ class AdversarialTrainer(Trainer):
         self._step(g_terms["g_total"], self.g_optimizer, self.g_scaler)
 
         losses = {name: float(value.detach()) for name, value in {**d_terms, **g_terms}.items()}
-        return {"loss": losses, "fake": detached}
+        batch_size = next(iter(detached.values())).shape[0]
+        return [{"loss": losses, **{k: v[i] for k, v in detached.items()}} for i in range(batch_size)]
 
     @staticmethod
     def _step(loss: torch.Tensor, optimizer: torch.optim.Optimizer, scaler: torch.amp.GradScaler) -> None:

@@ -12,6 +12,8 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from ignite.engine import Engine, Events  # noqa: E402
+from ignite.handlers import ProgressBar  # noqa: E402
+from monai.handlers import from_engine  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from bundles.errors import BundleInputError  # noqa: E402
@@ -90,6 +92,17 @@ class SampleGridSaver:
         save_image_grid(columns, path, title=f"epoch {engine.state.epoch}, iteration {engine.state.iteration}")
         engine.state.sample_grid = str(path)
         logger.info("sample grid written to %s", path)
+
+
+class LossProgressBar:
+    """Ignite's ProgressBar showing the named loss terms (config lists only call ``attach(engine)``)."""
+
+    def __init__(self, persist: bool = True):
+        self.bar = ProgressBar(persist=persist)
+
+    def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            self.bar.attach(engine, output_transform=from_engine(["loss"], first=True))
 
 
 def _state_of(obj) -> dict:
