@@ -1,0 +1,109 @@
+"""Latent walks, memorisation audit and classifier on tiny synthetic inputs with known answers."""
+
+import pytest
+import torch
+
+from bundles.evaluation.classifier import conditional_accuracy, feature_fid, predict, train_classifier
+from bundles.evaluation.latent_walk import (
+    axis_walk_latents,
+    generate_walk,
+    interpolate,
+    save_strip,
+    walk_smoothness,
+)
+from bundles.evaluation.memorisation import memorisation_audit, nearest_neighbours, save_closest_pairs
+from bundles.networks.radiogan import RadioGANGenerator
+
+
+def test_axis_walk_is_the_papers_seeds():
+    z = axis_walk_latents(100, 10)
+    assert z.shape == (10, 100)
+    assert z[:, 0].tolist() == [float(k) for k in range(1, 11)]
+    assert float(z[:, 1:].abs().sum()) == 0.0
+
+
+def test_interpolate_includes_both_ends_and_is_linear():
+    a, b = torch.zeros(4), torch.full((4,), 9.0)
+    path = interpolate(a, b, 10)
+    assert torch.equal(path[0], a) and torch.equal(path[-1], b)
+    torch.testing.assert_close(path[:, 0], torch.arange(10, dtype=torch.float32))
+
+
+def test_smoothness_identical_frames_is_one_and_a_jump_lowers_the_minimum():
+    torch.manual_seed(0)
+    base = torch.rand(1, 1, 32, 32) * 2 - 1
+    still = walk_smoothness(base.repeat(4, 1, 1, 1))
+    assert abs(still["mean_ssim"] - 1.0) < 1e-5 and len(still["ssim"]) == 3
+    other = torch.rand(1, 1, 32, 32) * 2 - 1
+    jumpy = walk_smoothness(torch.cat([base, base, other, other]))
+    assert jumpy["min_ssim"] < 0.5 < jumpy["max_ssim"]
+    assert abs(jumpy["ssim"][1] - jumpy["min_ssim"]) < 1e-9
+
+
+def test_generate_walk_uses_the_embedding_path(tmp_path):
+    torch.manual_seed(0)
+    g = RadioGANGenerator(first_grid=(2, 2), channels=(8, 4, 4)).eval()
+    z = interpolate(torch.randn(100), torch.randn(100), 5)
+    emb = interpolate(g.embed(torch.tensor([0]))[0], g.embed(torch.tensor([3]))[0], 5).detach()
+    frames = generate_walk(g, z, emb)
+    assert frames.shape == (5, 1, 16, 16)
+    with torch.no_grad():
+        torch.testing.assert_close(frames[-1:], g(z[-1:], torch.tensor([3])))
+    png = save_strip(frames, tmp_path / "walk.png", titles=[str(i) for i in range(5)])
+    assert png.stat().st_size > 0
+
+
+def test_nearest_neighbours_known_answer():
+    refs = torch.tensor([[0.0, 0.0], [10.0, 0.0]])
+    d, i = nearest_neighbours(torch.tensor([[1.0, 0.0], [7.0, 0.0]]), refs)
+    assert i.tolist() == [0, 1]
+    torch.testing.assert_close(d, torch.tensor([1.0, 3.0], dtype=torch.float64))
+
+
+def test_audit_flags_a_generator_that_returns_training_images(tmp_path):
+    torch.manual_seed(0)
+    train = torch.rand(6, 1, 8, 8)
+    heldout = torch.rand(3, 1, 8, 8)
+    copies = train[[1, 4, 4]].clone()
+    audit = memorisation_audit(copies, train, heldout)
+    assert audit["flagged"] == [0, 1, 2] and audit["flagged_fraction"] == 1.0
+    assert audit["ratio"] == 0.0 and audit["generated_nearest"] == [1, 4, 4]
+    png = save_closest_pairs(copies * 2 - 1, train * 2 - 1, audit["generated_distances"],
+                             audit["generated_nearest"], tmp_path / "pairs.png", num_pairs=2)
+    assert png.stat().st_size > 0
+
+
+def test_audit_of_new_draws_gives_ratio_near_one_and_known_ratio():
+    train = torch.tensor([[0.0], [10.0]])
+    audit = memorisation_audit(torch.tensor([[5.0], [15.0]]), train, torch.tensor([[3.0], [12.0]]))
+    assert audit["ratio"] == 2.0  # mean(5, 5) / mean(3, 2) and audit["flagged"] == []
+    torch.manual_seed(1)
+    draw = lambda n: torch.randn(n, 64)  # noqa: E731
+    audit = memorisation_audit(draw(200), draw(50), draw(200))
+    assert 0.9 < audit["ratio"] < 1.1
+
+
+@pytest.mark.slow
+def test_classifier_learns_two_separable_classes_and_fid():
+    torch.manual_seed(0)
+    n = 16
+    x = torch.full((n, 1, 16, 16), -1.0)
+    labels = torch.arange(n) % 2
+    x[labels == 0, :, 2:7, 4:12] = 1.0  # bright blob at the top
+    x[labels == 1, :, 9:14, 4:12] = 1.0  # at the bottom
+    x = x + 0.1 * torch.randn_like(x)
+    model = train_classifier(x, labels, num_classes=2, width=4, epochs=10, batch_size=8, max_shift=1)
+    probs, feats = predict(model, x)
+    acc = conditional_accuracy(probs, labels, ["top", "bottom"])
+    assert acc["mean"] >= 0.9 and set(acc["per_class"]) == {"top", "bottom"}
+    assert feats.shape == (n, model.num_features)
+    same = feature_fid(feats[labels == 0][:6], feats[labels == 0][6:])
+    different = feature_fid(feats[labels == 0], feats[labels == 1])
+    assert 0.0 <= same < different
+
+
+def test_conditional_accuracy_known_answer():
+    probs = torch.tensor([[0.9, 0.1, 0.0], [0.2, 0.8, 0.0], [0.6, 0.4, 0.0], [0.1, 0.9, 0.0]])
+    acc = conditional_accuracy(probs, torch.tensor([0, 1, 1, 1]), ["a", "b", "c"])
+    assert acc["per_class"] == {"a": 1.0, "b": pytest.approx(2 / 3), "c": None}
+    assert acc["mean"] == pytest.approx((1 + 2 / 3) / 2) and acc["overall"] == 0.75
