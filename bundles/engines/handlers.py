@@ -105,6 +105,50 @@ class LossProgressBar:
             self.bar.attach(engine, output_transform=from_engine(["loss"], first=True))
 
 
+class MLflowExtras:
+    """Complete what ``--tracking mlflow`` records: hyper-parameters, both learning rates, sample grids.
+
+    MONAI's MLFlowHandler (added by ``--tracking``) logs the "loss" dict, the generator's learning rate
+    and the executed config. This handler finds that handler's run on the same engine and adds ``params``
+    (a flat dict from the config), the discriminator's learning rate each epoch and every sample grid PNG
+    (artifact folder ``samples``). Without ``--tracking`` it does nothing.
+    """
+
+    def __init__(self, params: dict | None = None):
+        self.params = params or {}
+        self._params_logged = False
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    @staticmethod
+    def _mlflow_run(engine: Engine):
+        from monai.handlers import MLFlowHandler
+
+        for handler, _, _ in engine._event_handlers.get(Events.STARTED, []):
+            owner = getattr(handler, "__self__", None)
+            if isinstance(owner, MLFlowHandler) and owner.cur_run is not None:
+                return owner.client, owner.cur_run.info.run_id
+        return None, None
+
+    def __call__(self, engine: Engine) -> None:
+        client, run_id = self._mlflow_run(engine)
+        if client is None or not is_main_process():
+            return
+        if not self._params_logged:
+            from mlflow.entities import Param
+
+            params = [Param(k, str(v)) for k, v in self.params.items()]
+            if params:
+                client.log_batch(run_id, params=params)
+            self._params_logged = True
+        for i, group in enumerate(engine.d_optimizer.param_groups):
+            client.log_metric(run_id, f"d_lr_group_{i}", float(group["lr"]), step=engine.state.iteration)
+        grid = getattr(engine.state, "sample_grid", None)
+        if grid:
+            client.log_artifact(run_id, grid, artifact_path="samples")
+
+
 def _state_of(obj) -> dict:
     if isinstance(obj, torch.nn.Module):
         return unwrap(obj).state_dict()
