@@ -1,0 +1,1 @@
+"""Loss objects of the GAN bundles (one module per model family)."""

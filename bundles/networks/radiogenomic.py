@@ -1,0 +1,340 @@
+"""Networks of the radiogenomic fusion GAN (Xu et al.) and of its MC-GAN baseline (Park et al., BMVC 2018).
+
+Both generators share one signature, ``forward(background, genes, noise) -> (image, mask)``:
+
+- ``background``: (B, 1, S, S) CT slice scaled to [-1, 1] (HU clipped to [-1000, 500]);
+- ``genes``: (B, G) standardised gene expression profile;
+- ``noise``: (B, noise_dim) standard normal;
+- ``image``: (B, 1, S, S) synthetic slice in [-1, 1]; ``mask``: (B, 1, S, S) nodule mask in [-1, 1] (> 0 = nodule).
+
+``S`` must be a multiple of 16: the background encoder keeps five resolutions (S, S/2, ..., S/16) and the
+gene "style" map starts at S/16 (8 x 8 for the paper's 128 x 128 slices).
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from bundles.networks.layers import AdaIN, conv_bn, init_orthogonal, up_glu
+
+NUM_LEVELS = 5
+
+
+def level_channels(base_channels: int, num_levels: int = NUM_LEVELS) -> list[int]:
+    """Channels per resolution level, level 0 = full resolution: base, 2 base, 4 base, 8 base, 8 base, ..."""
+    return [base_channels * min(2**i, 8) for i in range(num_levels)]
+
+
+def _check_size(image_size: int) -> int:
+    if image_size < 16 or image_size % 16:
+        raise ValueError(f"image_size must be a positive multiple of 16, got {image_size}")
+    return image_size // 16
+
+
+class GeneEncoder(nn.Module):
+    """Gene mapping network: Linear(G -> hidden), LeakyReLU(0.2), Linear(hidden -> code_dim); (B, G) -> (B, code_dim)."""
+
+    def __init__(self, num_genes: int, hidden: int = 512, code_dim: int = 128):
+        super().__init__()
+        self.num_genes = num_genes
+        self.net = nn.Sequential(nn.Linear(num_genes, hidden), nn.LeakyReLU(0.2, inplace=True), nn.Linear(hidden, code_dim))
+
+    def forward(self, genes: torch.Tensor) -> torch.Tensor:
+        return self.net(genes)
+
+
+class BackgroundEncoder(nn.Module):
+    """3x3 conv + BN + LeakyReLU with strides 1, 2, 2, 2, 2; returns the features of every resolution.
+
+    (B, 1, S, S) -> list of (B, C_i, S / 2**i, S / 2**i), i = 0..4.
+    """
+
+    def __init__(self, channels: list[int], in_channels: int = 1):
+        super().__init__()
+        layers = [conv_bn(in_channels, channels[0], stride=1)]
+        layers += [conv_bn(channels[i - 1], channels[i], stride=2) for i in range(1, len(channels))]
+        self.layers = nn.ModuleList(layers)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        features: list[torch.Tensor] = []
+        for layer in self.layers:
+            x = layer(x)
+            features.append(x)
+        return features
+
+
+class FusionBlock(nn.Module):
+    """The paper's fusion block at one resolution, followed by the upsampling to the next one.
+
+    Synthesis features -> conv+BN, conv+BN (channels doubled) -> first half: weight map
+    ``w = (tanh + 1) / 2``, second half: object features. ``fused = AdaIN(object * w, style) +
+    background * (1 - w)``, then nearest x2 + conv3x3 + BN + GLU (identity at the last level).
+
+    Args:
+        channels: C of the synthesis and background features at this level.
+        style_dim: length of the style vector (gene code + noise).
+        out_channels: channels after upsampling, or 0 for the last (full-resolution) level.
+    """
+
+    def __init__(self, channels: int, style_dim: int, out_channels: int = 0):
+        super().__init__()
+        self.channels = channels
+        self.encode = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, 2 * channels, act=False))
+        self.adain = AdaIN(channels, style_dim)
+        self.up = up_glu(channels, out_channels) if out_channels > 0 else nn.Identity()
+
+    def forward(self, h: torch.Tensor, background: torch.Tensor, style: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """h, background: (B, C, r, r); style: (B, style_dim) -> (upsampled output, weight map (B, C, r, r))."""
+        code = self.encode(h)
+        weight = (torch.tanh(code[:, : self.channels]) + 1.0) / 2.0
+        obj = code[:, self.channels :]
+        fused = self.adain(obj * weight, style) + background * (1.0 - weight)
+        return self.up(fused), weight
+
+
+class SwitchBlock(nn.Module):
+    """MC-GAN's synthesis block: ``out = foreground + background * sigmoid(switch)``, no AdaIN, then upsampling.
+
+    Returns the object weight ``1 - switch`` so both generators expose comparable weight maps.
+    """
+
+    def __init__(self, channels: int, out_channels: int = 0):
+        super().__init__()
+        self.channels = channels
+        self.encode = nn.Sequential(conv_bn(channels, channels), conv_bn(channels, 2 * channels, act=False))
+        self.up = up_glu(channels, out_channels) if out_channels > 0 else nn.Identity()
+
+    def forward(self, h: torch.Tensor, background: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        code = self.encode(h)
+        switch = torch.sigmoid(code[:, : self.channels])
+        fused = code[:, self.channels :] + background * switch
+        return self.up(fused), 1.0 - switch
+
+
+def _base_map(in_features: int, channels: int, size: int) -> nn.Sequential:
+    """Linear(in -> 2 * C * size^2, no bias) + BatchNorm1d + GLU -> (B, C * size^2), reshaped by the caller."""
+    return nn.Sequential(
+        nn.Linear(in_features, 2 * channels * size * size, bias=False),
+        nn.BatchNorm1d(2 * channels * size * size),
+        nn.GLU(dim=1),
+    )
+
+
+class RadiogenomicGenerator(nn.Module):
+    """Proposed generator: background encoder + gene mapping network + one fusion block per resolution.
+
+    The base style ``s = [phi(g), n]`` is projected to the (C, S/16, S/16) code map that starts the synthesis
+    path, and it styles the object features of every fusion block through AdaIN.
+
+    Args:
+        num_genes: G, length of the gene profile.
+        image_size: S (multiple of 16; paper 128).
+        base_channels: channels at full resolution (doubling per level, at most 8x).
+        code_dim: length of the gene code phi(g) (paper 128).
+        noise_dim: length of the noise vector (paper 10).
+        hidden: width of the gene mapping network's hidden layer (paper 512).
+    """
+
+    def __init__(
+        self,
+        num_genes: int,
+        image_size: int = 128,
+        base_channels: int = 32,
+        code_dim: int = 128,
+        noise_dim: int = 10,
+        hidden: int = 512,
+    ):
+        super().__init__()
+        self.num_genes = num_genes
+        self.image_size = image_size
+        self.noise_dim = noise_dim
+        self.code_size = _check_size(image_size)
+        channels = level_channels(base_channels)
+        self.bottleneck_channels = channels[-1]
+        style_dim = code_dim + noise_dim
+        self.gene_encoder = GeneEncoder(num_genes, hidden, code_dim)
+        self.background_encoder = BackgroundEncoder(channels)
+        self.base = _base_map(style_dim, channels[-1], self.code_size)
+        self.blocks = nn.ModuleList(
+            [FusionBlock(channels[i], style_dim, channels[i - 1] if i > 0 else 0) for i in range(NUM_LEVELS - 1, -1, -1)]
+        )
+        self.out = nn.Sequential(nn.Conv2d(channels[0], 2, 3, padding=1), nn.Tanh())
+        init_orthogonal(self)
+
+    @torch.jit.export
+    def encode_genes(self, genes: torch.Tensor) -> torch.Tensor:
+        """(B, G) -> gene code phi(g), (B, code_dim)."""
+        return self.gene_encoder(genes)
+
+    def _synthesise(
+        self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        features = self.background_encoder(background)
+        style = torch.cat([self.gene_encoder(genes), noise], dim=1)
+        h = self.base(style).view(-1, self.bottleneck_channels, self.code_size, self.code_size)
+        weights: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            h, w = block(h, features[len(features) - 1 - i], style)
+            weights.append(w.mean(dim=1, keepdim=True))
+        return self.out(h), weights
+
+    def forward(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, S, S), (B, G), (B, noise_dim) -> image (B, 1, S, S), mask (B, 1, S, S), both in [-1, 1]."""
+        out, _ = self._synthesise(background, genes, noise)
+        return out[:, :1], out[:, 1:]
+
+    @torch.jit.export
+    def weight_maps(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor) -> list[torch.Tensor]:
+        """Object weight map of every fusion block (channel mean of w, in [0, 1]), coarsest first: (B, 1, r, r)."""
+        _, weights = self._synthesise(background, genes, noise)
+        return weights
+
+
+class MCGANGenerator(nn.Module):
+    """MC-GAN baseline: the code enters only at the bottleneck; sigmoid switch blocks, no AdaIN.
+
+    Genes go through conditioning augmentation: ``[mu, log_var] = mapping(g)``, code ``c = mu + eps * sigma``
+    (eps ~ N(0, I) while training, 0 in eval mode); the trainer adds the KL term of :meth:`gene_stats`.
+    Arguments as :class:`RadiogenomicGenerator`.
+    """
+
+    def __init__(
+        self,
+        num_genes: int,
+        image_size: int = 128,
+        base_channels: int = 32,
+        code_dim: int = 128,
+        noise_dim: int = 10,
+        hidden: int = 512,
+    ):
+        super().__init__()
+        self.num_genes = num_genes
+        self.image_size = image_size
+        self.noise_dim = noise_dim
+        self.code_dim = code_dim
+        self.code_size = _check_size(image_size)
+        channels = level_channels(base_channels)
+        self.bottleneck_channels = channels[-1]
+        self.gene_encoder = GeneEncoder(num_genes, hidden, 2 * code_dim)
+        self.background_encoder = BackgroundEncoder(channels)
+        self.base = _base_map(code_dim + noise_dim, channels[-1], self.code_size)
+        self.joint = conv_bn(2 * channels[-1], channels[-1])
+        self.blocks = nn.ModuleList(
+            [SwitchBlock(channels[i], channels[i - 1] if i > 0 else 0) for i in range(NUM_LEVELS - 1, -1, -1)]
+        )
+        self.out = nn.Sequential(nn.Conv2d(channels[0], 2, 3, padding=1), nn.Tanh())
+        init_orthogonal(self)
+
+    @torch.jit.export
+    def gene_stats(self, genes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, G) -> mean and log-variance of the conditioning augmentation, each (B, code_dim)."""
+        stats = self.gene_encoder(genes)
+        return stats[:, : self.code_dim], stats[:, self.code_dim :]
+
+    @torch.jit.export
+    def encode_genes(self, genes: torch.Tensor) -> torch.Tensor:
+        """(B, G) -> the baseline's gene code (the conditioning mean), (B, code_dim)."""
+        return self.gene_stats(genes)[0]
+
+    def _synthesise(
+        self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor
+    ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        features = self.background_encoder(background)
+        mu, log_var = self.gene_stats(genes)
+        code = mu
+        if self.training:
+            code = mu + torch.randn_like(mu) * torch.exp(0.5 * log_var)
+        base = self.base(torch.cat([code, noise], dim=1))
+        h = base.view(-1, self.bottleneck_channels, self.code_size, self.code_size)
+        h = self.joint(torch.cat([h, features[len(features) - 1]], dim=1))
+        weights: list[torch.Tensor] = []
+        for i, block in enumerate(self.blocks):
+            h, w = block(h, features[len(features) - 1 - i])
+            weights.append(w.mean(dim=1, keepdim=True))
+        return self.out(h), weights
+
+    def forward(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, 1, S, S), (B, G), (B, noise_dim) -> image (B, 1, S, S), mask (B, 1, S, S), both in [-1, 1]."""
+        out, _ = self._synthesise(background, genes, noise)
+        return out[:, :1], out[:, 1:]
+
+    @torch.jit.export
+    def weight_maps(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor) -> list[torch.Tensor]:
+        """Object weight (1 - switch, channel mean) of every block, coarsest first: (B, 1, r, r)."""
+        _, weights = self._synthesise(background, genes, noise)
+        return weights
+
+
+def _down(in_channels: int, channels: list[int]) -> nn.Sequential:
+    """4x4 stride-2 convs, LeakyReLU(0.2), BN after the first: (B, in, S, S) -> (B, channels[-1], S/16, S/16)."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+    for i in range(1, len(channels)):
+        layers.append(conv_bn(channels[i - 1], channels[i], stride=2, kernel_size=4))
+    return nn.Sequential(*layers)
+
+
+class RadiogenomicDiscriminator(nn.Module):
+    """Three-head discriminator: D_I(image), D_IS(image, mask), D_ISG(image, mask, genes).
+
+    D_I and D_IS each have their own encoder down to S/16; D_ISG concatenates the D_IS features with the
+    discriminator's own gene code tiled over the map, then conv3x3 + BN + LeakyReLU. Every head ends in a
+    (S/16 x S/16) convolution to a (B, 1, 1, 1) logit (least-squares targets, no activation).
+
+    Args:
+        num_genes: G.
+        image_size: S (multiple of 16).
+        base_channels: channels of the first layer (doubling per layer, 4 layers).
+        code_dim, hidden: the gene mapping network's sizes.
+    """
+
+    def __init__(self, num_genes: int, image_size: int = 128, base_channels: int = 32, code_dim: int = 128, hidden: int = 512):
+        super().__init__()
+        self.num_genes = num_genes
+        self.image_size = image_size
+        size = _check_size(image_size)
+        channels = [base_channels * 2**i for i in range(4)]
+        self.image_encoder = _down(1, channels)
+        self.pair_encoder = _down(2, channels)
+        self.gene_encoder = GeneEncoder(num_genes, hidden, code_dim)
+        self.joint = conv_bn(channels[-1] + code_dim, channels[-1])
+        self.head_i = nn.Conv2d(channels[-1], 1, size)
+        self.head_is = nn.Conv2d(channels[-1], 1, size)
+        self.head_isg = nn.Conv2d(channels[-1], 1, size)
+        init_orthogonal(self)
+
+    @torch.jit.export
+    def image_logits(self, image: torch.Tensor) -> torch.Tensor:
+        """D_I: (B, 1, S, S) -> (B, 1, 1, 1)."""
+        return self.head_i(self.image_encoder(image))
+
+    @torch.jit.export
+    def pair_features(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """Shared D_IS / D_ISG encoder: (B, 1, S, S) x 2 -> (B, C, S/16, S/16)."""
+        return self.pair_encoder(torch.cat([image, mask], dim=1))
+
+    @torch.jit.export
+    def pair_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """D_IS head on :meth:`pair_features`: -> (B, 1, 1, 1)."""
+        return self.head_is(features)
+
+    @torch.jit.export
+    def gene_logits(self, features: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
+        """D_ISG head on :meth:`pair_features` and genes (B, G): -> (B, 1, 1, 1)."""
+        code = self.gene_encoder(genes)[:, :, None, None].expand(-1, -1, features.shape[2], features.shape[3])
+        return self.head_isg(self.joint(torch.cat([features, code], dim=1)))
+
+    def forward(
+        self, image: torch.Tensor, mask: torch.Tensor, genes: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(B, 1, S, S), (B, 1, S, S), (B, G) -> logits of D_I, D_IS, D_ISG, each (B, 1, 1, 1)."""
+        features = self.pair_features(image, mask)
+        return self.image_logits(image), self.pair_logits(features), self.gene_logits(features, genes)
+
+
+def build_generator(model_type: str, **kwargs) -> nn.Module:
+    """``"proposed"`` -> :class:`RadiogenomicGenerator`, ``"baseline"`` -> :class:`MCGANGenerator` (same kwargs)."""
+    generators = {"proposed": RadiogenomicGenerator, "baseline": MCGANGenerator}
+    if model_type not in generators:
+        raise ValueError(f"model_type must be one of {sorted(generators)}, got {model_type!r}")
+    return generators[model_type](**kwargs)

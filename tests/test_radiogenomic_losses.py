@@ -1,0 +1,107 @@
+"""Every term of the radiogenomic GAN loss against a hand computation on tiny tensors."""
+
+import math
+
+import pytest
+import torch
+
+from bundles.losses.radiogenomic import RadiogenomicGANLoss, eroded_background, kl_divergence, mismatched
+from bundles.networks.radiogenomic import RadiogenomicDiscriminator
+
+
+class ArithmeticDiscriminator:
+    """Heads with outputs one can compute by hand: D_I = mean(x), D_IS = mean(x) - mean(m), D_ISG = mean(m) + mean(g)."""
+
+    def image_logits(self, image):
+        return image.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)
+
+    def pair_features(self, image, mask):
+        return torch.cat([image, mask], dim=1)
+
+    def pair_logits(self, features):
+        return features[:, :1].mean(dim=(2, 3), keepdim=True) - features[:, 1:].mean(dim=(2, 3), keepdim=True)
+
+    def gene_logits(self, features, genes):
+        return features[:, 1:].mean(dim=(2, 3), keepdim=True) + genes.mean(dim=1).view(-1, 1, 1, 1)
+
+
+def _const(values, size=4):
+    return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, size, size).contiguous()
+
+
+# batch of two subjects: x = (0.5, -0.5), m = (1, -1), mean(g) = (2, 0); fakes G_x = (0.25, 0), G_m = (0.5, 0.5)
+IMAGE, MASK = _const([0.5, -0.5]), _const([1.0, -1.0])
+GENES = torch.tensor([[2.0, 2.0], [0.0, 0.0]])
+FAKE_IMAGE, FAKE_MASK = _const([0.25, 0.0]), _const([0.5, 0.5])
+
+
+def test_mismatched_is_another_subject():
+    torch.testing.assert_close(mismatched(GENES), torch.tensor([[0.0, 0.0], [2.0, 2.0]]))
+
+
+def test_discriminator_terms_by_hand():
+    terms = RadiogenomicGANLoss().discriminator_terms(ArithmeticDiscriminator(), IMAGE, MASK, GENES, FAKE_IMAGE, FAKE_MASK)
+    # L_DI: D_I(x) = (0.5, -0.5) -> ((-0.5)^2 + (-1.5)^2) / 2 = 1.25; D_I(G_x) = (0.25, 0) -> 0.0625 / 2
+    assert terms["d_i"].item() == pytest.approx(1.25 + 0.03125)
+    # L_DIS: D_IS(x, m) = (-0.5, 0.5) -> 1.25; m_bar = (-1, 1): D_IS(x, m_bar) = (1.5, -1.5) -> 2.25;
+    # D_IS(G_x, G_m) = (-0.25, -0.5) -> (0.0625 + 0.25) / 2
+    assert terms["d_is"].item() == pytest.approx(1.25 + 2.25 + 0.15625)
+    # L_DISG: (x, m, g) = (3, -1) -> 4; (x, m_bar, g) = (1, 1) -> 1; (x, m, g_bar) = (1 + 0, -1 + 2) -> 1;
+    # (G_x, G_m, g) = (2.5, 0.5) -> (6.25 + 0.25) / 2
+    assert terms["d_isg"].item() == pytest.approx(4 + 1 + 1 + 3.25)
+    assert terms["d_total"].item() == pytest.approx(8 * 1.28125 + 1 * 3.65625 + 10 * 9.25)
+
+
+def test_generator_adversarial_terms_by_hand():
+    loss = RadiogenomicGANLoss(weight_i=2.0, weight_is=3.0, weight_isg=5.0, lambda_background=7.0)
+    terms = loss.generator_terms(ArithmeticDiscriminator(), IMAGE, GENES, FAKE_IMAGE, FAKE_MASK)
+    assert terms["g_i"].item() == pytest.approx((0.75**2 + 1.0) / 2)  # D_I(G_x) - 1 = (-0.75, -1)
+    assert terms["g_is"].item() == pytest.approx((1.25**2 + 1.5**2) / 2)  # D_IS(G_x, G_m) - 1 = (-1.25, -1.5)
+    assert terms["g_isg"].item() == pytest.approx((1.5**2 + 0.5**2) / 2)  # D_ISG - 1 = (1.5, -0.5)
+    assert terms["g_background_l1"].item() == 0.0  # G_m > 0 everywhere: no background region
+    assert "g_kl" not in terms
+    assert terms["g_total"].item() == pytest.approx(2 * 0.78125 + 3 * 1.90625 + 5 * 1.25)
+
+
+def test_background_l1_on_eroded_inverse_mask():
+    fake_mask = -torch.ones(1, 1, 7, 7)
+    fake_mask[0, 0, 3, 3] = 1.0  # one nodule pixel in the centre
+    region = eroded_background(fake_mask, erosion=3)
+    assert region.sum().item() == 49 - 9  # the 3 x 3 block around the nodule leaves the background
+    assert region[0, 0, 0, 0] == 1 and region[0, 0, 2, 2] == 0 and region[0, 0, 1, 1] == 1
+    assert eroded_background(-torch.ones(1, 1, 7, 7), erosion=5).sum().item() == 49  # border does not erode
+    fake_image = torch.full((1, 1, 7, 7), 0.5)
+    fake_image[0, 0, 0, :] = -0.5  # first row differs from the background by 1.5
+    background = -torch.ones(1, 1, 7, 7)
+    terms = RadiogenomicGANLoss(lambda_background=100.0, erosion=3).generator_terms(
+        ArithmeticDiscriminator(), background, torch.zeros(1, 2), fake_image, fake_mask
+    )
+    expected_l1 = (7 * 0.5 + 33 * 1.5) / 49  # 40 background pixels: 7 in row 0 (|-0.5 + 1|), 33 others (|0.5 + 1|)
+    assert terms["g_background_l1"].item() == pytest.approx(expected_l1)
+    adversarial = 8 * terms["g_i"] + terms["g_is"] + 10 * terms["g_isg"]
+    assert terms["g_total"].item() == pytest.approx(adversarial.item() + 100 * expected_l1)
+
+
+def test_kl_term_by_hand():
+    mu, log_var = torch.tensor([[1.0, 0.0]]), torch.tensor([[0.0, math.log(2.0)]])
+    expected = 1.0 - 0.5 * math.log(2.0)  # -0.5 * [(1 + 0 - 1 - 1) + (1 + log 2 - 0 - 2)]
+    assert kl_divergence(mu, log_var).item() == pytest.approx(expected)
+    terms = RadiogenomicGANLoss(weight_kl=2.0).generator_terms(
+        ArithmeticDiscriminator(), IMAGE, GENES, FAKE_IMAGE, FAKE_MASK, kl=kl_divergence(mu, log_var)
+    )
+    assert terms["g_kl"].item() == pytest.approx(expected)
+    assert terms["g_total"].item() == pytest.approx(8 * 0.78125 + 1.90625 + 10 * 1.25 + 2 * expected)
+
+
+def test_terms_with_the_real_discriminator_train_only_their_side():
+    torch.manual_seed(0)
+    disc = RadiogenomicDiscriminator(num_genes=2, image_size=16, base_channels=4, hidden=8)
+    fake_image = _const([0.25, 0.0], 16).requires_grad_(True)
+    d_terms = RadiogenomicGANLoss().discriminator_terms(
+        disc, _const([0.5, -0.5], 16), _const([1.0, -1.0], 16), GENES, fake_image.detach(), _const([0.5, 0.5], 16)
+    )
+    d_terms["d_total"].backward()
+    assert all(p.grad is not None for p in disc.parameters())
+    g_terms = RadiogenomicGANLoss().generator_terms(disc, _const([0.5, -0.5], 16), GENES, fake_image, _const([-0.5, 0.5], 16))
+    g_terms["g_total"].backward()
+    assert fake_image.grad is not None and fake_image.grad.abs().sum() > 0

@@ -1,0 +1,81 @@
+"""Shapes, value ranges and TorchScript of the radiogenomic generators and discriminator (tiny 32 x 32)."""
+
+import pytest
+import torch
+
+from bundles.networks.radiogenomic import (
+    MCGANGenerator,
+    RadiogenomicDiscriminator,
+    RadiogenomicGenerator,
+    build_generator,
+)
+
+G, S, B = 20, 32, 3
+
+
+def _inputs(seed=0):
+    gen = torch.Generator().manual_seed(seed)
+    return torch.rand(B, 1, S, S, generator=gen) * 2 - 1, torch.randn(B, G, generator=gen), torch.randn(B, 10, generator=gen)
+
+
+@pytest.mark.parametrize("cls", [RadiogenomicGenerator, MCGANGenerator])
+def test_generator_shapes_ranges_and_script(cls):
+    net = cls(G, image_size=S, base_channels=4, hidden=16).eval()
+    background, genes, noise = _inputs()
+    image, mask = net(background, genes, noise)
+    assert image.shape == mask.shape == (B, 1, S, S)
+    assert image.abs().max() <= 1 and mask.abs().max() <= 1
+    maps = net.weight_maps(background, genes, noise)
+    assert [m.shape[-1] for m in maps] == [2, 4, 8, 16, 32]
+    assert all(m.shape[:2] == (B, 1) and m.min() >= 0 and m.max() <= 1 for m in maps)
+    assert net.encode_genes(genes).shape == (B, 128)
+    scripted = torch.jit.script(net)
+    s_image, s_mask = scripted(background, genes, noise)
+    torch.testing.assert_close(s_image, image)
+    torch.testing.assert_close(s_mask, mask)
+    torch.testing.assert_close(scripted.encode_genes(genes), net.encode_genes(genes))
+
+
+def test_genes_change_the_proposed_output_and_background_passes_through():
+    torch.manual_seed(0)
+    net = RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16).eval()
+    background, genes, noise = _inputs()
+    image_a, _ = net(background, genes, noise)
+    image_b, _ = net(background, genes.flip(0), noise)
+    image_c, _ = net(background.flip(-1), genes, noise)
+    assert (image_a - image_b).abs().max() > 1e-4  # genes reach the output through AdaIN
+    assert (image_a - image_c).abs().max() > 1e-4  # and so does the background
+
+
+def test_baseline_samples_code_only_in_training():
+    net = MCGANGenerator(G, image_size=S, base_channels=4, hidden=16)
+    background, genes, noise = _inputs()
+    net.eval()
+    first, _ = net(background, genes, noise)
+    second, _ = net(background, genes, noise)
+    torch.testing.assert_close(first, second)
+    mu, log_var = net.gene_stats(genes)
+    assert mu.shape == log_var.shape == (B, 128)
+    torch.testing.assert_close(net.encode_genes(genes), mu)
+
+
+def test_discriminator_heads_and_script():
+    net = RadiogenomicDiscriminator(G, image_size=S, base_channels=4, hidden=16).eval()
+    background, genes, _ = _inputs()
+    mask = torch.sign(background)
+    d_i, d_is, d_isg = net(background, mask, genes)
+    assert d_i.shape == d_is.shape == d_isg.shape == (B, 1, 1, 1)
+    features = net.pair_features(background, mask)
+    torch.testing.assert_close(net.gene_logits(features, genes), d_isg)
+    # D_ISG depends on the genes, D_IS does not
+    assert (net.gene_logits(features, genes.flip(0)) - d_isg).abs().max() > 0
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(background, mask, genes)[2], d_isg)
+
+
+def test_bad_settings():
+    with pytest.raises(ValueError, match="multiple of 16"):
+        RadiogenomicGenerator(G, image_size=40)
+    with pytest.raises(ValueError, match="model_type"):
+        build_generator("stylegan", num_genes=G)
+    assert isinstance(build_generator("baseline", num_genes=G, image_size=S, base_channels=4), MCGANGenerator)
