@@ -1,0 +1,217 @@
+"""Transforms of the six-segment CT label maps: validated one-hot encoding and random boundary perturbation.
+
+The maps hold the values of Krishna & Mueller: 0 outside the body / air, 50 body soft tissue and fat,
+100 lungs, 150 heart and mediastinal vessels, 200 bone, 230 spinal cord.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Mapping, Sequence
+
+import numpy as np
+import torch
+from monai.config import KeysCollection
+from monai.data import MetaTensor
+from monai.transforms import MapTransform, RandomizableTransform, Transform
+from scipy import ndimage
+
+from bundles.errors import BundleInputError
+
+LABEL_VALUES: tuple[int, ...] = (0, 50, 100, 150, 200, 230)
+SEGMENT_NAMES: tuple[str, ...] = ("air", "body", "lungs", "heart_vessels", "bone", "spinal_cord")
+# A stored value counts as a label if it is this close to one (float NIfTI maps carry rounding noise).
+VALUE_TOLERANCE = 1e-3
+
+
+def label_indices(label_map, values: Sequence[int] = LABEL_VALUES, path=None, field: str = "label") -> np.ndarray:
+    """Index (0..S-1) of each pixel's value in ``values``; BundleInputError naming unknown values.
+
+    Args:
+        label_map: array or tensor of any shape with the label values.
+        values: the allowed values, in channel order.
+        path, field: named in the error.
+    """
+    arr = np.asarray(label_map.detach().cpu() if isinstance(label_map, torch.Tensor) else label_map, dtype=np.float64)
+    allowed = np.asarray(values, dtype=np.float64)
+    dist = np.abs(arr[..., None] - allowed)
+    index = dist.argmin(-1)
+    bad = np.take_along_axis(dist, index[..., None], -1)[..., 0] > VALUE_TOLERANCE
+    if bad.any():
+        unknown = np.unique(arr[bad])
+        shown = ", ".join(f"{v:g}" for v in unknown[:10]) + (" ..." if unknown.size > 10 else "")
+        raise BundleInputError(
+            f"label map has {int(bad.sum())} pixel(s) with values outside {list(values)}: {shown}",
+            path=path,
+            field=field,
+            hint="use the six-segment coding 0 air, 50 body, 100 lungs, 150 heart/vessels, 200 bone, "
+            "230 spinal cord (a map resampled with linear interpolation must be resampled with nearest)",
+        )
+    return index
+
+
+def _source_path(img) -> str | None:
+    meta = getattr(img, "meta", None)
+    return None if meta is None else meta.get("filename_or_obj")
+
+
+def _with_meta_of(data: torch.Tensor, img: torch.Tensor) -> torch.Tensor:
+    """``data`` as a MetaTensor with ``img``'s affine and meta when ``img`` is one."""
+    if not isinstance(img, MetaTensor):
+        return data
+    out = MetaTensor(data)
+    out.copy_meta_from(img)
+    return out
+
+
+class LabelToOneHot(Transform):
+    """(1, H, W) label map with values in ``values`` -> (S, H, W) float32 one-hot, channel s = ``values[s]``.
+
+    MetaTensor in, MetaTensor out (affine and meta kept). Unknown values raise BundleInputError.
+    """
+
+    def __init__(self, values: Sequence[int] = LABEL_VALUES):
+        self.values = tuple(int(v) for v in values)
+
+    def __call__(self, img: torch.Tensor) -> torch.Tensor:
+        if img.shape[0] != 1:
+            raise BundleInputError(
+                f"label map must have one channel, got shape {tuple(img.shape)}", path=_source_path(img), field="label"
+            )
+        index = torch.as_tensor(label_indices(img[0], self.values, path=_source_path(img)), device=img.device)
+        onehot = torch.stack([(index == s) for s in range(len(self.values))]).to(torch.float32)
+        return _with_meta_of(onehot, img)
+
+
+class LabelToOneHotd(MapTransform):
+    """Dictionary twin of :class:`LabelToOneHot`; writes to ``output_keys`` (default: in place)."""
+
+    def __init__(
+        self,
+        keys: KeysCollection,
+        values: Sequence[int] = LABEL_VALUES,
+        output_keys: KeysCollection | None = None,
+        allow_missing_keys: bool = False,
+    ):
+        super().__init__(keys, allow_missing_keys)
+        self.transform = LabelToOneHot(values)
+        self.output_keys = self.keys if output_keys is None else tuple(
+            [output_keys] if isinstance(output_keys, str) else output_keys
+        )
+        if len(self.output_keys) != len(self.keys):
+            raise ValueError("output_keys must have one entry per key")
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        for key, out in zip(self.keys, self.output_keys, strict=True):
+            if key in d:
+                d[out] = self.transform(d[key])
+            elif not self.allow_missing_keys:
+                raise KeyError(key)
+        return d
+
+
+def smooth_displacement(
+    shape: Sequence[int], magnitude_px: float, smoothness_px: float, rng: np.random.RandomState, max_gradient: float
+) -> np.ndarray:
+    """Random smooth 2D displacement field (2, H, W) in pixels.
+
+    Gaussian-smoothed white noise (sigma ``smoothness_px``) scaled to a largest displacement of
+    ``magnitude_px``, then scaled down if needed so that no spatial derivative exceeds ``max_gradient``:
+    with ``max_gradient < 0.5`` the map x -> x + u(x) is one-to-one (no folding), so segments are moved and
+    bent but not torn, merged or created.
+    """
+    field = np.stack([ndimage.gaussian_filter(rng.standard_normal(tuple(shape)), smoothness_px, mode="wrap")
+                      for _ in range(2)])
+    peak = np.abs(field).max()
+    if peak == 0 or magnitude_px == 0:
+        return np.zeros((2, *shape))
+    field *= magnitude_px / peak
+    gradient = max(np.abs(np.gradient(field[c], axis=a)).max() for c in range(2) for a in range(2))
+    if gradient > max_gradient:
+        field *= max_gradient / gradient
+    return field
+
+
+class RandPerturbLabelBoundaries(RandomizableTransform):
+    """Random smooth deformation of a (1, H, W) label map (the paper's contribution 3: new anatomy).
+
+    A smooth displacement field (:func:`smooth_displacement`) warps each label's indicator (linear
+    interpolation) and every pixel takes the label with the largest warped indicator, so the result holds
+    only the original label values; because the warp is one-to-one and smooth, the
+    segments keep their number and arrangement (a lung stays one lung, the cord stays inside the spine)
+    while their boundaries move by up to ``magnitude_px`` pixels. The image border is replicated.
+
+    Args:
+        magnitude_px: largest displacement in pixels.
+        smoothness_px: Gaussian sigma of the field in pixels (larger: broader, gentler bends).
+        prob: probability of applying it.
+        max_gradient: largest allowed derivative of the displacement (keeps the warp one-to-one).
+    """
+
+    def __init__(self, magnitude_px: float = 6.0, smoothness_px: float = 24.0, prob: float = 1.0,
+                 max_gradient: float = 0.4):
+        RandomizableTransform.__init__(self, prob)
+        if magnitude_px < 0 or smoothness_px <= 0 or not 0 < max_gradient < 1:
+            raise BundleInputError(
+                f"bad perturbation settings magnitude_px={magnitude_px}, smoothness_px={smoothness_px}, "
+                f"max_gradient={max_gradient}",
+                field="perturbation",
+                hint="magnitude_px >= 0, smoothness_px > 0, 0 < max_gradient < 1",
+            )
+        self.magnitude_px = float(magnitude_px)
+        self.smoothness_px = float(smoothness_px)
+        self.max_gradient = float(max_gradient)
+        self._field: np.ndarray | None = None
+
+    def randomize(self, shape: Sequence[int]) -> None:
+        super().randomize(None)
+        self._field = None
+        if self._do_transform:
+            self._field = smooth_displacement(shape, self.magnitude_px, self.smoothness_px, self.R, self.max_gradient)
+
+    def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
+        if img.ndim != 3 or img.shape[0] != 1:
+            raise BundleInputError(
+                f"expected a (1, H, W) label map, got shape {tuple(img.shape)}", path=_source_path(img), field="label"
+            )
+        if randomize:
+            self.randomize(img.shape[1:])
+        if self._field is None:
+            return img
+        grid = np.meshgrid(*[np.arange(n) for n in img.shape[1:]], indexing="ij")
+        coords = np.stack(grid) + self._field
+        arr = np.asarray(img[0].detach().cpu())
+        values = np.unique(arr)
+        # Each label's indicator is warped with linear interpolation and every pixel takes the label of the
+        # largest one: boundaries move smoothly instead of in nearest-neighbour staircases.
+        weights = np.stack([ndimage.map_coordinates((arr == v).astype(np.float32), coords, order=1, mode="nearest")
+                            for v in values])
+        warped = values[weights.argmax(0)]
+        out = torch.as_tensor(warped, dtype=img.dtype, device=img.device)[None]
+        return _with_meta_of(out, img)
+
+
+class RandPerturbLabelBoundariesd(RandomizableTransform, MapTransform):
+    """Dictionary twin of :class:`RandPerturbLabelBoundaries`; the same field for all ``keys``."""
+
+    def __init__(self, keys: KeysCollection, magnitude_px: float = 6.0, smoothness_px: float = 24.0,
+                 prob: float = 1.0, max_gradient: float = 0.4, allow_missing_keys: bool = False):
+        MapTransform.__init__(self, keys, allow_missing_keys)
+        RandomizableTransform.__init__(self, prob)
+        self.transform = RandPerturbLabelBoundaries(magnitude_px, smoothness_px, 1.0, max_gradient)
+
+    def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
+        super().set_random_state(seed, state)
+        self.transform.set_random_state(seed, state)
+        return self
+
+    def __call__(self, data: Mapping[Hashable, torch.Tensor]) -> dict[Hashable, torch.Tensor]:
+        d = dict(data)
+        self.randomize(None)
+        first = next((k for k in self.key_iterator(d)), None)
+        if first is None or not self._do_transform:
+            return d
+        self.transform.randomize(d[first].shape[1:])
+        for key in self.key_iterator(d):
+            d[key] = self.transform(d[key], randomize=False)
+        return d
