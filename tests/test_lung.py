@@ -139,6 +139,12 @@ def test_background_chain_gives_nodule_free_slices(chest):
             ).sum()
             == 0
         )
+    # and lies wholly inside the scan (voi_inside_scan), so all its slices are real image
+    for slices in vois:
+        ones = CropVOI(image_size=32, mode="nearest", padding_value=0)(
+            _mt(np.ones(SHAPE, np.uint8)), slices[0]["voi_center_mm"]
+        )
+        assert ones.min() == 1
     again = chain.set_random_state(1)(data)
     assert [v[0]["voi_center_mm"] for v in vois] == [v[0]["voi_center_mm"] for v in again]
 

@@ -121,6 +121,7 @@ def background_center_candidates(
     max_mm: float = 25.0,
     voi_mm: float = 60.0,
     nodule_margin_mm: float = 5.0,
+    voi_inside_scan: bool = True,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Voxels allowed as background VOI centres, and the distance map they were chosen on.
 
@@ -130,7 +131,8 @@ def background_center_candidates(
 
     Returns:
         candidates: boolean (X, Y, Z): inside the lung minus the dilated nodule, ``min_mm`` to ``max_mm`` from
-        that mask's boundary, and with no dilated-nodule voxel inside the VOI box around it.
+        that mask's boundary, with no dilated-nodule voxel inside the VOI box around it, and (when
+        ``voi_inside_scan``) with that box wholly inside the scan, so every VOI slice is real image.
         distance_mm: float (X, Y, Z): distance of each voxel of that mask to the nearest voxel outside it.
     """
     spacing = np.asarray(spacing_mm, dtype=np.float64)
@@ -139,6 +141,12 @@ def background_center_candidates(
     allowed = lung & ~near_nodule
     distance_mm = ndimage.distance_transform_edt(allowed, sampling=spacing)
     candidates = allowed & (distance_mm >= min_mm) & (distance_mm <= max_mm)
+    if voi_inside_scan:
+        half = 0.5 * voi_mm / spacing
+        for axis, n in enumerate(candidates.shape):
+            index = np.arange(n)
+            outside = (index - half[axis] < -0.5 - 1e-6) | (index + half[axis] > n - 0.5 + 1e-6)
+            candidates[(slice(None),) * axis + (outside,)] = False
     if near_nodule.any():
         size = 2 * voi_box_halfwidth(voi_mm, spacing) + 1
         candidates &= ~ndimage.maximum_filter(near_nodule, size=tuple(size), mode="constant", cval=False)
@@ -217,7 +225,7 @@ class RandBackgroundCentersd(Randomizable, MapTransform):
     each with a background VOI centre (RAS mm, list of 3 floats) under ``center_key``.
 
     Centres lie ``min_mm``-``max_mm`` inside the lung mask with the nodule (dilated by ``nodule_margin_mm``)
-    removed, and their ``voi_mm`` box holds no dilated-nodule voxel. Fewer copies (possibly none) when the
+    removed, their ``voi_mm`` box holds no dilated-nodule voxel and (``voi_inside_scan``) lies inside the scan. Fewer copies (possibly none) when the
     lung has room for fewer. Deterministic for a given random state (``set_random_state``).
     """
 
@@ -230,6 +238,7 @@ class RandBackgroundCentersd(Randomizable, MapTransform):
         max_mm: float = 25.0,
         voi_mm: float = 60.0,
         nodule_margin_mm: float = 5.0,
+        voi_inside_scan: bool = True,
         center_key: str = "voi_center_mm",
     ):
         super().__init__([lung_key, mask_key])
@@ -242,6 +251,7 @@ class RandBackgroundCentersd(Randomizable, MapTransform):
             "max_mm": max_mm,
             "voi_mm": voi_mm,
             "nodule_margin_mm": nodule_margin_mm,
+            "voi_inside_scan": voi_inside_scan,
         }
         self._picked = np.zeros(0, dtype=int)
 
