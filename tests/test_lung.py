@@ -5,11 +5,14 @@ import pytest
 import torch
 from monai.data import MetaTensor
 from monai.transforms import Compose
+from scipy import ndimage
 
 from bundles.errors import BundleInputError
 from bundles.transforms.lung import (
     LungMaskd,
     RandBackgroundCentersd,
+    _dilate_mm,
+    _distance_inside_mm,
     background_center_candidates,
     lung_mask,
     sample_background_centers,
@@ -66,7 +69,7 @@ def test_lung_mask_finds_both_lungs_and_fills_vessels_and_nodule(chest):
     assert dice > 0.98
     assert mask[nodule].all()  # nodule inside the lung is filled in
     assert not mask[0].any() and not mask[:, 0].any()  # outside air dropped
-    labels, n = __import__("scipy.ndimage", fromlist=["label"]).label(mask)
+    _, n = ndimage.label(mask)
     assert n == 2
 
 
@@ -154,3 +157,12 @@ def test_no_room_gives_no_centres(chest):
     assert (
         len(sample_background_centers(mask, nodule, AFFINE, 5, np.random.RandomState(0), voi_mm=400.0)) == 0
     )
+
+
+def test_bounding_box_shortcuts_equal_the_full_volume_transforms(chest):
+    _, _, nodule, mask = chest
+    allowed = mask & ~nodule
+    full = ndimage.distance_transform_edt(allowed, sampling=SPACING)
+    np.testing.assert_array_equal(_distance_inside_mm(allowed, SPACING), full)
+    dilated = ndimage.distance_transform_edt(~nodule, sampling=SPACING) <= 5.0
+    np.testing.assert_array_equal(_dilate_mm(nodule, 5.0, SPACING), dilated)

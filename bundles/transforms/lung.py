@@ -40,21 +40,44 @@ def _spacing(img: object, spacing_mm: Sequence[float] | None) -> np.ndarray:
     return np.ones(3)
 
 
+def _box(mask: np.ndarray, margin: Sequence[int]) -> tuple[slice, ...]:
+    """Bounding box of ``mask`` grown by ``margin`` voxels per axis, clipped to the array."""
+    lo = np.argwhere(mask).min(axis=0) - np.asarray(margin)
+    hi = np.argwhere(mask).max(axis=0) + np.asarray(margin) + 1
+    return tuple(slice(max(int(a), 0), min(int(b), n)) for a, b, n in zip(lo, hi, mask.shape, strict=True))
+
+
+def _distance_inside_mm(mask: np.ndarray, spacing: np.ndarray) -> np.ndarray:
+    """Euclidean distance (mm) of each voxel of ``mask`` to the nearest voxel outside it (0 outside).
+
+    Computed on the mask's bounding box grown by one voxel: a nearer outside voxel always exists on that layer,
+    so the result equals the full-volume transform (the image border, as there, is not a boundary).
+    """
+    distance = np.zeros(mask.shape, dtype=np.float64)
+    if mask.any():
+        box = _box(mask, [1, 1, 1])
+        distance[box] = ndimage.distance_transform_edt(mask[box], sampling=spacing)
+    return distance
+
+
 def _dilate_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
-    """Voxels within ``radius_mm`` (Euclidean, mm) of ``mask``."""
+    """Voxels within ``radius_mm`` (Euclidean, mm) of ``mask``; computed on its grown bounding box."""
     if radius_mm <= 0 or not mask.any():
         return mask.copy()
-    return ndimage.distance_transform_edt(~mask, sampling=spacing) <= radius_mm
+    box = _box(mask, np.ceil(radius_mm / spacing).astype(int) + 1)
+    dilated = np.zeros_like(mask)
+    dilated[box] = ndimage.distance_transform_edt(~mask[box], sampling=spacing) <= radius_mm
+    return dilated
 
 
 def _close_mm(mask: np.ndarray, radius_mm: float, spacing: np.ndarray) -> np.ndarray:
     """Morphological closing with a ball of ``radius_mm``, padded so the image border does not act as mask."""
     if radius_mm <= 0 or not mask.any():
         return mask
-    pad = [(int(np.ceil(radius_mm / s)) + 1,) * 2 for s in spacing]
-    dilated = _dilate_mm(np.pad(mask, pad), radius_mm, spacing)
-    closed = ndimage.distance_transform_edt(dilated, sampling=spacing) > radius_mm
-    return closed[tuple(slice(p, -p) for p, _ in pad)]
+    pad = np.ceil(radius_mm / spacing).astype(int) + 1
+    dilated = _dilate_mm(np.pad(mask, [(p, p) for p in pad]), radius_mm, spacing)
+    closed = _distance_inside_mm(dilated, spacing) > radius_mm
+    return closed[tuple(slice(p, -p) for p in pad)]
 
 
 def lung_mask(
@@ -139,7 +162,7 @@ def background_center_candidates(
     lung = np.asarray(lung, dtype=bool)
     near_nodule = _dilate_mm(np.asarray(nodule, dtype=bool), nodule_margin_mm, spacing)
     allowed = lung & ~near_nodule
-    distance_mm = ndimage.distance_transform_edt(allowed, sampling=spacing)
+    distance_mm = _distance_inside_mm(allowed, spacing)
     candidates = allowed & (distance_mm >= min_mm) & (distance_mm <= max_mm)
     if voi_inside_scan:
         half = 0.5 * voi_mm / spacing
