@@ -151,3 +151,18 @@ def test_crafted_pickle_checkpoint_is_refused(tmp_path):
         pickle.dump({"generator": _Exploit()}, f)
     with pytest.raises(BundleInputError, match="refused"):
         load_checkpoint(path)
+
+
+def test_loss_history_survives_a_cut_line_and_keeps_the_latest_redo(tmp_path):
+    from bundles.engines.handlers import LossHistory, read_loss_history
+
+    trainer, _ = make_trainer(tmp_path, max_epochs=1)
+    LossHistory(str(tmp_path)).attach(trainer)
+    trainer.run()
+    history = read_loss_history(tmp_path / "losses.jsonl")
+    assert [h["iteration"] for h in history] == [1, 2, 3, 4]
+    assert (tmp_path / "loss_curves.png").stat().st_size > 1000
+    with open(tmp_path / "losses.jsonl", "a") as f:
+        f.write('{"epoch": 1, "iteration": 4, "d_total": 9.0}\n{"epoch": 1, "itera')
+    history = read_loss_history(tmp_path / "losses.jsonl")
+    assert len(history) == 4 and history[-1]["d_total"] == 9.0

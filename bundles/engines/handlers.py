@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import pickle
 from pathlib import Path
@@ -103,6 +104,63 @@ class LossProgressBar:
     def attach(self, engine: Engine) -> None:
         if is_main_process():
             self.bar.attach(engine, output_transform=from_engine(["loss"], first=True))
+
+
+class LossHistory:
+    """Append every iteration's loss terms to ``output_dir/losses.jsonl``; plot ``loss_curves.png`` per epoch.
+
+    One JSON object per line: ``{"epoch", "iteration", <term>: value, ...}``, flushed each iteration so
+    the history survives a crash (a resumed run appends after it, repeating iterations it redoes).
+    """
+
+    def __init__(self, output_dir: str, plot_every_n_epochs: int = 1):
+        self.path = Path(output_dir) / "losses.jsonl"
+        self.plot_path = Path(output_dir) / "loss_curves.png"
+        self.plot_every_n_epochs = plot_every_n_epochs
+
+    def attach(self, engine: Engine) -> None:
+        if is_main_process():
+            engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
+            engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.plot_every_n_epochs), self.plot)
+
+    def record(self, engine: Engine) -> None:
+        losses = from_engine(["loss"], first=True)(engine.state.output)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "a") as f:
+            f.write(json.dumps({"epoch": engine.state.epoch, "iteration": engine.state.iteration, **losses}) + "\n")
+
+    def plot(self, engine: Engine) -> None:
+        history = read_loss_history(self.path)
+        if not history:
+            return
+        terms = [k for k in history[-1] if k not in ("epoch", "iteration")]
+        fig, axes = plt.subplots(1, 2, figsize=(11, 3.5))
+        for ax, prefix in zip(axes, ("d_", "g_"), strict=True):
+            for term in [t for t in terms if t.startswith(prefix)] or terms:
+                ax.plot([h["iteration"] for h in history], [h[term] for h in history], label=term, lw=0.8)
+            ax.set_xlabel("iteration")
+            ax.set_title("discriminator" if prefix == "d_" else "generator")
+            ax.legend(fontsize=7)
+        fig.tight_layout()
+        with atomic_path(self.plot_path) as tmp:
+            fig.savefig(tmp, dpi=80)
+        plt.close(fig)
+
+
+def read_loss_history(path: str | Path) -> list[dict]:
+    """The loss history of a run, one dict per iteration; a redone iteration keeps its latest entry."""
+    path = Path(path)
+    if not path.exists():
+        return []
+    by_iteration = {}
+    for line in path.read_text().splitlines():
+        if line.strip():
+            try:
+                entry = json.loads(line)
+            except json.JSONDecodeError:  # a line cut short by a crash
+                continue
+            by_iteration[entry["iteration"]] = entry
+    return [by_iteration[k] for k in sorted(by_iteration)]
 
 
 class MLflowExtras:
