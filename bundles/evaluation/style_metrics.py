@@ -1,0 +1,110 @@
+"""Measures of the ctstyle bundle: per-organ Gram distance, organ HU, threshold re-segmentation Dice, SSIM.
+
+Organs are the six segments of the label map (``bundles.transforms.labels.LABEL_VALUES``). A threshold
+re-segmentation of a CT can only tell apart what differs in HU: air outside the body (< ``air_below_hu``,
+connected to the image border), lungs (< ``air_below_hu``, enclosed), bone (> ``bone_above_hu``) and soft
+tissue (the rest). Body soft tissue, heart / vessels and spinal cord all lie at 30-50 HU, so the map is
+compared in these four groups (:data:`GROUPS`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from itertools import combinations
+
+import numpy as np
+import torch
+from monai.metrics import SSIMMetric
+from scipy import ndimage
+
+from bundles.losses.style import segment_grams, style_distances
+from bundles.networks.vgg import STYLE_LAYERS, VGG19Features
+from bundles.transforms.labels import LABEL_VALUES
+
+GROUPS: tuple[str, ...] = ("air", "lungs", "soft_tissue", "bone")
+# Group index of each label value of the map.
+GROUP_OF_LABEL: dict[int, int] = {0: 0, 100: 1, 50: 2, 150: 2, 230: 2, 200: 3}
+
+
+@torch.no_grad()
+def organ_gram_distances(
+    vgg: VGG19Features,
+    image: torch.Tensor,
+    masks: torch.Tensor,
+    style_image: torch.Tensor,
+    style_masks: torch.Tensor,
+    layers: Sequence[str] = STYLE_LAYERS,
+) -> np.ndarray:
+    """Per-organ style distance (eq. 6 terms, summed over ``layers``) of ``image`` to ``style_image``.
+
+    Args:
+        image, style_image: (1, 1, H, W) in [-1, 1].
+        masks, style_masks: their (1, S, H, W) one-hot maps.
+
+    Returns:
+        (S,) float64, NaN where the organ is absent from either image.
+    """
+    g = segment_grams(vgg(image), masks, layers)
+    s = segment_grams(vgg(style_image), style_masks, layers)
+    d = style_distances(g, s)[0].double().cpu().numpy()
+    present = (masks.sum(dim=(2, 3))[0] > 0) & (style_masks.sum(dim=(2, 3))[0] > 0)
+    return np.where(present.cpu().numpy(), d, np.nan)
+
+
+def organ_mean_hu(hu: np.ndarray, label_map: np.ndarray, values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
+    """(S,) mean HU of each organ of ``label_map`` (same shape as ``hu``); NaN for an absent organ."""
+    return np.array([hu[label_map == v].mean() if (label_map == v).any() else np.nan for v in values])
+
+
+def organ_hu_range(
+    hu: np.ndarray, label_map: np.ndarray, percentiles: tuple[float, float] = (5.0, 95.0),
+    values: Sequence[int] = LABEL_VALUES,
+) -> np.ndarray:
+    """(S, 2) HU percentiles of each organ (the organ's intensity range); NaN rows for absent organs."""
+    out = np.full((len(values), 2), np.nan)
+    for s, v in enumerate(values):
+        if (label_map == v).any():
+            out[s] = np.percentile(hu[label_map == v], percentiles)
+    return out
+
+
+def label_groups(label_map: np.ndarray) -> np.ndarray:
+    """Label values -> group indices of :data:`GROUPS` (int8, same shape)."""
+    out = np.zeros(label_map.shape, np.int8)
+    for value, group in GROUP_OF_LABEL.items():
+        out[label_map == value] = group
+    return out
+
+
+def threshold_resegmentation(hu: np.ndarray, air_below_hu: float = -500.0, bone_above_hu: float = 150.0) -> np.ndarray:
+    """Group map of a 2D CT in HU by thresholds: air-like pixels touching the border -> air, other air-like
+    pixels -> lungs, above ``bone_above_hu`` -> bone, the rest -> soft tissue; int8 indices of :data:`GROUPS`."""
+    airlike = hu < air_below_hu
+    components, _ = ndimage.label(airlike)
+    border = np.unique(np.concatenate([components[0], components[-1], components[:, 0], components[:, -1]]))
+    outside = np.isin(components, border[border > 0])
+    out = np.full(hu.shape, GROUPS.index("soft_tissue"), np.int8)
+    out[hu > bone_above_hu] = GROUPS.index("bone")
+    out[airlike] = GROUPS.index("lungs")
+    out[outside] = GROUPS.index("air")
+    return out
+
+
+def dice_per_group(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
+    """(len(GROUPS),) Dice of two group maps; NaN for a group absent from both."""
+    out = np.full(len(GROUPS), np.nan)
+    for g in range(len(GROUPS)):
+        a, b = pred == g, ref == g
+        total = a.sum() + b.sum()
+        if total:
+            out[g] = 2.0 * np.logical_and(a, b).sum() / total
+    return out
+
+
+def mean_pairwise_ssim(images: torch.Tensor, data_range: float = 2.0) -> float:
+    """Mean SSIM (Gaussian window 11, sigma 1.5) over all pairs of (N, 1, H, W) images; N >= 2."""
+    if images.shape[0] < 2:
+        raise ValueError("need at least two images")
+    metric = SSIMMetric(spatial_dims=2, data_range=data_range)
+    values = [float(metric(images[i : i + 1], images[j : j + 1]).mean()) for i, j in combinations(range(images.shape[0]), 2)]
+    return float(np.mean(values))
