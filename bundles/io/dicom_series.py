@@ -261,6 +261,49 @@ def _ds_str(x: float) -> str:
     return pydicom.valuerep.format_number_as_ds(float(x))
 
 
+def _series_dataset(shape, modality, patient_id, study_uid, series_uid, frame_uid, series_description,
+                    row, col, dx, dy, dz) -> Dataset:
+    """The elements shared by every slice of a written series."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = SOP_CLASS[modality]
+    meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds = Dataset()
+    ds.file_meta = meta
+    ds.SOPClassUID = SOP_CLASS[modality]
+    ds.Modality = modality
+    ds.PatientID = patient_id
+    ds.PatientName = patient_id
+    ds.StudyInstanceUID = study_uid
+    ds.SeriesInstanceUID = series_uid
+    ds.FrameOfReferenceUID = frame_uid
+    ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20000101"
+    ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
+    ds.StudyID = "1"
+    ds.AccessionNumber = ""
+    ds.ReferringPhysicianName = ""
+    ds.PatientBirthDate = ""
+    ds.PatientSex = ""
+    ds.Manufacturer = "bundles.phantoms"
+    ds.SeriesNumber = 1
+    ds.SeriesDescription = series_description
+    ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
+    ds.PositionReferenceIndicator = ""
+    ds.ImageOrientationPatient = [_ds_str(v) for v in np.concatenate([row, col])]
+    ds.PixelSpacing = [_ds_str(dy), _ds_str(dx)]
+    ds.SliceThickness = _ds_str(dz)
+    ds.SpacingBetweenSlices = _ds_str(dz)
+    ds.Rows, ds.Columns = shape[1], shape[0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
+    if modality == "CT":
+        ds.RescaleType = "HU"
+    return ds
+
+
 def write_series(
     volume: np.ndarray,
     affine: np.ndarray,
@@ -320,10 +363,15 @@ def write_series(
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
+    ds = _series_dataset(volume.shape, modality, patient_id, study_uid, series_uid, frame_uid, series_description,
+                         row, col, dx, dy, dz)
+    for keyword, value in dataset_tags.items():
+        setattr(ds, keyword, value)
+    n = volume.shape[2]
+    width = max(3, len(str(n)))
+    names = []
+    previous_slice_tags: dict = {}
     try:
-        n = volume.shape[2]
-        width = max(3, len(str(n)))
-        names = []
         for k in range(n):
             slope, intercept = fixed if fixed is not None else _fit_rescale(volume[:, :, k])
             slope, intercept = float(_ds_str(slope)), float(_ds_str(intercept))  # the values a reader will see
@@ -332,58 +380,20 @@ def write_series(
                 raise ValueError(f"slice {k}: values do not fit int16 with slope {slope} and intercept {intercept}")
             position = lps[:3, 3] + k * lps[:3, 2]
             sop_uid = generate_uid(entropy_srcs=[series_uid, str(k)])
-
-            meta = FileMetaDataset()
-            meta.MediaStorageSOPClassUID = SOP_CLASS[modality]
-            meta.MediaStorageSOPInstanceUID = sop_uid
-            meta.TransferSyntaxUID = ExplicitVRLittleEndian
-            ds = Dataset()
-            ds.file_meta = meta
-            ds.SOPClassUID = SOP_CLASS[modality]
+            # One dataset reused for every slice: only the per-slice elements change.
+            ds.file_meta.MediaStorageSOPInstanceUID = sop_uid
             ds.SOPInstanceUID = sop_uid
-            ds.Modality = modality
-            ds.PatientID = patient_id
-            ds.PatientName = patient_id
-            ds.StudyInstanceUID = study_uid
-            ds.SeriesInstanceUID = series_uid
-            ds.FrameOfReferenceUID = frame_uid
-            ds.StudyDate = ds.SeriesDate = ds.ContentDate = "20000101"
-            ds.StudyTime = ds.SeriesTime = ds.ContentTime = "120000"
-            ds.StudyID = "1"
-            ds.AccessionNumber = ""
-            ds.ReferringPhysicianName = ""
-            ds.PatientBirthDate = ""
-            ds.PatientSex = ""
-            ds.Manufacturer = "bundles.phantoms"
-            ds.SeriesNumber = 1
-            ds.SeriesDescription = series_description
             ds.InstanceNumber = k + 1
-            ds.ImageType = ["ORIGINAL", "PRIMARY", "AXIAL"]
-            ds.PositionReferenceIndicator = ""
             ds.ImagePositionPatient = [_ds_str(v) for v in position]
-            ds.ImageOrientationPatient = [_ds_str(v) for v in np.concatenate([row, col])]
             ds.SliceLocation = _ds_str(np.dot(position, normal))
-            ds.PixelSpacing = [_ds_str(dy), _ds_str(dx)]
-            ds.SliceThickness = _ds_str(dz)
-            ds.SpacingBetweenSlices = _ds_str(dz)
-            ds.Rows, ds.Columns = volume.shape[1], volume.shape[0]
-            ds.SamplesPerPixel = 1
-            ds.PhotometricInterpretation = "MONOCHROME2"
-            ds.BitsAllocated = 16
-            ds.BitsStored = 16
-            ds.HighBit = 15
-            ds.PixelRepresentation = 1
             ds.RescaleSlope = _ds_str(slope)
             ds.RescaleIntercept = _ds_str(intercept)
-            if modality == "CT":
-                ds.RescaleType = "HU"
-            for keyword, value in dataset_tags.items():
+            for keyword in previous_slice_tags:
+                delattr(ds, keyword)
+            previous_slice_tags = slice_tags(k) if slice_tags is not None else {}
+            for keyword, value in previous_slice_tags.items():
                 setattr(ds, keyword, value)
-            if slice_tags is not None:
-                for keyword, value in slice_tags(k).items():
-                    setattr(ds, keyword, value)
             ds.PixelData = np.ascontiguousarray(stored.T.astype("<i2")).tobytes()  # (Y, X) rows of columns
-
             name = f"1-{k + 1:0{width}d}.dcm"
             ds.save_as(partial / name, enforce_file_format=True)
             names.append(name)
