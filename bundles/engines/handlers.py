@@ -163,6 +163,26 @@ def read_loss_history(path: str | Path) -> list[dict]:
     return [by_iteration[k] for k in sorted(by_iteration)]
 
 
+class ShardLog:
+    """Each epoch, every rank appends the dataset indices its sampler drew to ``output_dir/shards/rank<r>.jsonl``.
+
+    For multi-process runs: shows that the ranks trained on disjoint shards of the data.
+    """
+
+    def __init__(self, output_dir: str):
+        self.output_dir = Path(output_dir) / "shards"
+
+    def attach(self, engine: Engine) -> None:
+        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
+
+    def __call__(self, engine: Engine) -> None:
+        sampler = engine.data_loader.sampler
+        rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+        self.output_dir.mkdir(parents=True, exist_ok=True)
+        with open(self.output_dir / f"rank{rank}.jsonl", "a") as f:
+            f.write(json.dumps({"epoch": engine.state.epoch, "indices": list(sampler.last_indices)}) + "\n")
+
+
 class MLflowExtras:
     """Complete what ``--tracking mlflow`` records: hyper-parameters, both learning rates, sample grids.
 

@@ -40,6 +40,7 @@ class ResumableSampler(DistributedSampler):
             dataset, even_divisible=True, num_replicas=num_replicas, rank=rank, shuffle=shuffle, seed=seed
         )
         self._skip = 0
+        self.last_indices: list[int] = []
 
     def skip_next(self, num_samples: int) -> None:
         """Drop the first ``num_samples`` indices of the next iteration over this sampler (once)."""
@@ -48,4 +49,5 @@ class ResumableSampler(DistributedSampler):
     def __iter__(self) -> Iterator[int]:
         indices = list(super().__iter__())
         skip, self._skip = self._skip, 0
-        return iter(indices[skip:])
+        self.last_indices = indices[skip:]
+        return iter(self.last_indices)
