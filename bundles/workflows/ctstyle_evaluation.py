@@ -85,6 +85,11 @@ def _show(ax, image: torch.Tensor, title: str) -> None:
     ax.set_axis_off()
 
 
+def _at(size: int | None, *tensors: torch.Tensor) -> list[torch.Tensor]:
+    """(B, C, H, W) tensors area-averaged to size x size (unchanged for ``None``)."""
+    return [t if size is None else torch.nn.functional.adaptive_avg_pool2d(t, (size, size)) for t in tensors]
+
+
 @torch.no_grad()
 def evaluate(
     generator: torch.nn.Module,
@@ -97,6 +102,7 @@ def evaluate(
     noise_dim: int = 200,
     air_below_hu: float = -500.0,
     bone_above_hu: float = 150.0,
+    loss_size: int | None = None,
 ) -> dict:
     """Run the evaluation on ``split["evaluation"]`` (datalist entries) against ``split["style"]``.
 
@@ -107,6 +113,8 @@ def evaluate(
         seeds: noise seeds per map (at least two, for the diversity measure).
         max_maps: evaluate only the first ``max_maps`` maps (``None``: all).
         air_below_hu, bone_above_hu: thresholds of the re-segmentation.
+        loss_size: side to which images and masks are area-averaged before the VGG for the Gram distances
+            (the training's ``loss_size``, so the distance measured is the one optimised; ``None``: full size).
 
     Returns:
         The dictionary written to ``evaluation.json``.
@@ -131,8 +139,8 @@ def evaluate(
                                    "in size", path=entry["label"], field="label")
         label_map = np.asarray(LABEL_VALUES)[onehot[0].argmax(0).numpy()]
         fakes = torch.cat([generate(generator, onehot, int(s), noise_dim) for s in seeds])
-        d_content = organ_gram_distances(vgg, content, onehot, style, style_onehot)
-        d_gen = np.mean([organ_gram_distances(vgg, fakes[i : i + 1], onehot, style, style_onehot)
+        d_content = organ_gram_distances(vgg, *_at(loss_size, content, onehot, style, style_onehot))
+        d_gen = np.mean([organ_gram_distances(vgg, *_at(loss_size, fakes[i : i + 1], onehot, style, style_onehot))
                          for i in range(len(seeds))], axis=0)
         with np.errstate(invalid="ignore", divide="ignore"):
             reduction = np.where(d_content > 0, 1.0 - d_gen / d_content, np.nan)
@@ -176,7 +184,7 @@ def evaluate(
     result = _clean({
         "style_image": split["style"]["image"], "num_maps": len(per_map), "seeds": list(seeds),
         "style_hu_range_p5_p95": {n: list(r) for n, r in zip(SEGMENT_NAMES, hu_range, strict=True)},
-        "thresholds_hu": {"air_below": air_below_hu, "bone_above": bone_above_hu},
+        "thresholds_hu": {"air_below": air_below_hu, "bone_above": bone_above_hu}, "loss_size": loss_size,
         "vgg_pretrained": bool(vgg.pretrained),
         "summary": summary, "targets": TARGETS, "passed": passed, "per_map": per_map,
     })
