@@ -134,7 +134,8 @@ def test_train_json_runs_preparation_then_two_iterations_then_inference_and_eval
 
     evaluation = ConfigParser()
     evaluation.read_config(str(CONFIGS / "evaluate.json"))
-    for key, value in {**common, "num_per_class": 3, "classifier_epochs": 1, "walk_steps": 4}.items():
+    for key, value in {**common, "num_per_class": 3, "classifier_epochs": 1, "walk_steps": 4,
+                       "class_pairs": [["lung", "lymphoma"]]}.items():
         evaluation[key] = value
     metrics = evaluation.get_parsed_content("evaluation")
     out = tmp_path / "out" / "evaluation"

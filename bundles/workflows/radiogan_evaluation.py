@@ -138,7 +138,7 @@ def evaluate(
     num_per_class: int = 20,
     seed: int = 1000,
     latent_dim: int = 100,
-    classifier_epochs: int = 30,
+    classifier_epochs: int = 60,
     classifier_width: int = 16,
     walk_steps: int = 10,
     class_pairs: Sequence[Sequence[str]] = (("lung", "lymphoma"), ("normal", "head_neck")),

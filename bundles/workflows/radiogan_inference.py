@@ -7,15 +7,19 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import nibabel as nib
-import numpy as np
-import torch
+import matplotlib
 
-from bundles.engines.handlers import load_checkpoint, load_state_into
-from bundles.errors import BundleInputError
-from bundles.evaluation.latent_walk import save_strip
-from bundles.fileio import atomic_path, atomic_write_text
-from bundles.workflows.radiogan_prepare import CLASSES
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import nibabel as nib  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from bundles.engines.handlers import load_checkpoint, load_state_into  # noqa: E402
+from bundles.errors import BundleInputError  # noqa: E402
+from bundles.evaluation.latent_walk import save_strip, to_display  # noqa: E402
+from bundles.fileio import atomic_path, atomic_write_text  # noqa: E402
+from bundles.workflows.radiogan_prepare import CLASSES  # noqa: E402
 
 __all__ = ["class_indices", "fixed_latents", "generate_images", "load_generator", "mip_affine", "to_suv"]
 
@@ -85,9 +89,9 @@ def generate_images(
     """Generate ``num_per_class`` MIPs for every requested class and write them.
 
     Image i of every class uses the same latent code ``fixed_latents(num_per_class, latent_dim, seed)[i]``, so
-    a row of the overview differs by the label alone. Files in ``output_dir``: ``<class>_<iii>.nii.gz``
-    (S0, S1) float32 SUV with :func:`mip_affine`, ``<class>_<iii>.png`` (head up, SUV 0..suv_max),
-    ``overview.png`` (one strip per class) and ``manifest.json`` (file, class, seed index per image).
+    overviews of two classes differ by the label alone. Files in ``output_dir``: ``<class>_<iii>.nii.gz``
+    (S0, S1) float32 SUV with :func:`mip_affine`, ``<class>_<iii>.png`` (head up, dark = high SUV, 0..suv_max),
+    ``overview_<class>.png`` (a strip per class) and ``manifest.json`` (file, class, latent index per image).
     """
     output_dir = Path(output_dir)
     if num_per_class < 1:
@@ -106,7 +110,8 @@ def generate_images(
             stem = f"{name}_{i:03d}"
             with atomic_path(output_dir / f"{stem}.nii.gz") as tmp:
                 nib.save(nib.Nifti1Image(suv[i, 0].numpy().astype(np.float32), affine), str(tmp))
-            save_strip(images[i : i + 1], output_dir / f"{stem}.png")
+            with atomic_path(output_dir / f"{stem}.png") as tmp:
+                plt.imsave(tmp, to_display(images[i]).numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
             manifest.append({"image": str(output_dir / f"{stem}.nii.gz"), "png": str(output_dir / f"{stem}.png"),
                              "class_name": name, "label": c, "latent_index": i, "seed": seed})
         save_strip(images, output_dir / f"overview_{name}.png", suptitle=f"{name}: latent codes 0..{num_per_class - 1}")
