@@ -8,6 +8,8 @@ from contextlib import nullcontext
 import torch
 from monai.engines import Trainer
 
+from bundles.config import as_flag
+
 AMP_DTYPES = {"float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
@@ -77,7 +79,7 @@ class AdversarialTrainer(Trainer):
         # MLFlowHandler logs the learning rate of `engine.optimizer`; the generator's is the one to watch.
         self.optimizer = g_optimizer
         self.seed = int(seed)
-        self.use_amp = bool(amp)
+        self.use_amp = as_flag(amp, "amp")
         self.amp_dtype = AMP_DTYPES[amp_dtype]
         use_scaler = self.use_amp and self.amp_dtype == torch.float16 and self.state.device.type == "cuda"
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)

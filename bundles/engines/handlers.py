@@ -17,6 +17,7 @@ from ignite.handlers import ProgressBar  # noqa: E402
 from monai.handlers import from_engine  # noqa: E402
 from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
+from bundles.config import as_flag  # noqa: E402
 from bundles.errors import BundleInputError  # noqa: E402
 from bundles.fileio import atomic_path, atomic_torch_save  # noqa: E402
 
@@ -330,7 +331,7 @@ class CheckpointResumer:
     def __init__(self, ckpt_dir: str, load_dict: dict, enabled: bool = True):
         self.path = Path(ckpt_dir) / "checkpoint_latest.pt"
         self.load_dict = load_dict
-        self.enabled = enabled
+        self.enabled = as_flag(enabled, "resume")
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.STARTED, self)
