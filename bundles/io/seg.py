@@ -19,6 +19,7 @@ from bundles.io.dicom_series import DicomSeries
 logger = logging.getLogger(__name__)
 
 SEG_SOP_CLASS = "1.2.840.10008.5.1.4.1.1.66.4"
+HIGHDICOM_UID_ROOT = "1.2.826.0.1.3680043.10.511."  # highdicom.UID() draws random UIDs under this root
 
 
 def write_seg(mask: np.ndarray, reference_files: list[Path], out_path, *, segment_label: str = "Nodule") -> Path:
@@ -31,7 +32,8 @@ def write_seg(mask: np.ndarray, reference_files: list[Path], out_path, *, segmen
         out_path: the .dcm file to write (atomically).
         segment_label: the segment's label.
 
-    Empty frames are omitted, as TCIA's SEGs do; the SEG gets its own deterministic series UID.
+    Empty frames are omitted, as TCIA's SEGs do; UIDs and dates derive from the reference, so the same inputs
+    give the same file.
     """
     mask = np.asarray(mask, dtype=bool)
     sources = [pydicom.dcmread(f, stop_before_pixels=True) for f in reference_files]
@@ -50,10 +52,25 @@ def write_seg(mask: np.ndarray, reference_files: list[Path], out_path, *, segmen
     with warnings.catch_warnings():  # TCIA-style PatientName "R01-001" has one component; that is intended
         warnings.filterwarnings("ignore", message=".*intended person name.*")
         seg = _segmentation(sources, mask, description, ref_uid)
+    # Dated like the image (not "now") so the same inputs give the same bytes.
+    seg.InstanceCreationDate = seg.ContentDate = str(sources[0].get("ContentDate") or sources[0].StudyDate)
+    seg.InstanceCreationTime = seg.ContentTime = str(sources[0].get("ContentTime") or sources[0].StudyTime)
+    for item in seg.get("ContributingEquipmentSequence", []):
+        item.ContributionDateTime = seg.ContentDate + seg.ContentTime
+    _derandomise_uids(seg, ref_uid)
     out_path = Path(out_path)
     with atomic_path(out_path) as tmp:
         seg.save_as(tmp)
     return out_path
+
+
+def _derandomise_uids(seg: pydicom.Dataset, ref_uid: str) -> None:
+    """Replace the random UIDs highdicom draws (e.g. DimensionOrganizationUID) by ones derived from ``ref_uid``."""
+    fresh: dict[str, str] = {}
+    for element in seg.iterall():
+        if element.VR == "UI" and str(element.value).startswith(HIGHDICOM_UID_ROOT):
+            old = str(element.value)
+            element.value = fresh.setdefault(old, generate_uid(entropy_srcs=[ref_uid, "SEG", str(len(fresh))]))
 
 
 def _segmentation(sources, mask, description, ref_uid) -> hd.seg.Segmentation:

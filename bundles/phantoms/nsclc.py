@@ -42,7 +42,7 @@ NODULE = {
 # Gene model (README): fractions of the usable genes carrying each programme, and effect sizes in units of
 # the gene's own noise standard deviation.
 GENE_MODEL = {
-    "signature_fraction": 0.08, "signature_sd": 2.5,
+    "signature_fraction": 0.08, "signature_sd": 3.0,
     "batch_fraction": 0.40, "batch_sd": 2.0,
     "sex_fraction": 0.04, "sex_effect": 3.0,
     "proliferation_fraction": 0.25, "proliferation_sd": 2.0,
@@ -130,6 +130,10 @@ def draw_nodule(rng: np.random.Generator, phenotype: str, spacing: tuple[float, 
         for direction in _unit_vectors(rng, rng.integers(*spec["spicules"])):  # thin spikes
             surface += radius * rng.uniform(0.6, 1.3) * np.exp(rng.uniform(25, 70) * (u @ direction - 1))
     occupancy = 1 / (1 + np.exp(-(surface - r) / spec["margin"]))
+    # Shrink the box to where the nodule is, keeping its centre in the middle.
+    reached = np.minimum(np.abs(np.argwhere(occupancy > 1e-3) - half).max(axis=0) + 1, half)
+    keep = tuple(slice(h - n, h + n + 1) for h, n in zip(half, reached, strict=True))
+    r, occupancy, half = r[keep], occupancy[keep], reached
     hu = np.full(r.shape, rng.uniform(*spec["hu"]))
     if phenotype == "part_solid_ggo":  # solid core inside the ground glass
         core = radius * rng.uniform(0.25, 0.5)
@@ -194,12 +198,23 @@ def _patient(out: Path, pid: str, phenotype: str, sex: int, seed: int, size: int
     return {"patient_id": pid, "phenotype": phenotype, "diameter_mm": f"{diameter:.1f}", "mean_hu": f"{mean_hu:.1f}"}
 
 
+def cohort_design(subjects: int, seed: int):
+    """Patient IDs, phenotype index (balanced), sex, batch, and the set of patient indices without genes."""
+    rng = np.random.default_rng([seed, 0])
+    ids = [f"R01-{i + 1:03d}" for i in range(subjects)]
+    phenotype = rng.permutation(np.arange(subjects) % len(PHENOTYPES))
+    sex = rng.integers(0, 2, subjects)
+    batch = rng.integers(0, 2, subjects)
+    no_genes = set(rng.choice(subjects, subjects // 12, replace=False).tolist())
+    return ids, phenotype, sex, batch, no_genes
+
+
 def write_nsclc_cohort(out_dir, subjects: int = 24, seed: int = 0, n_genes: int = 5172, size: int = 256,
                        slices: int = 40) -> Path:
     """Write the demo NSCLC radiogenomics cohort (deterministic for ``seed``) into ``out_dir``.
 
     Args:
-        out_dir: the cohort root to create (must not exist); written as ``<out_dir>.partial`` then renamed.
+        out_dir: the cohort root to create (absent or empty); written as ``<out_dir>.partial`` then renamed.
         subjects: number of patients ``R01-001`` ...; phenotypes are balanced over the three classes.
         n_genes: usable genes (no "NA") in ``genes.tsv``; about 5% more genes carry "NA" entries.
         size: in-plane matrix (a 340 mm field of view); slices: number of 2.5 mm slices.
@@ -207,16 +222,11 @@ def write_nsclc_cohort(out_dir, subjects: int = 24, seed: int = 0, n_genes: int 
     One patient in twelve has no RNA-seq column, and one in six also has a small PET series in its study.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists():
+    if out_dir.exists() and any(out_dir.iterdir()):
         raise BundleInputError("output folder already exists", path=out_dir, hint="choose a new folder or delete it")
     if subjects < 1:
         raise BundleInputError(f"subjects must be at least 1, got {subjects}", field="subjects")
-    rng = np.random.default_rng([seed, 0])
-    ids = [f"R01-{i + 1:03d}" for i in range(subjects)]
-    phenotype = rng.permutation(np.arange(subjects) % len(PHENOTYPES))
-    sex = rng.integers(0, 2, subjects)
-    batch = rng.integers(0, 2, subjects)
-    no_genes = set(rng.choice(subjects, subjects // 12, replace=False).tolist())
+    ids, phenotype, sex, batch, no_genes = cohort_design(subjects, seed)
 
     partial = out_dir.with_name(out_dir.name + ".partial")
     if partial.exists():
@@ -234,5 +244,7 @@ def write_nsclc_cohort(out_dir, subjects: int = 24, seed: int = 0, n_genes: int 
     writer.writeheader()
     writer.writerows(rows)
     atomic_write_text(table.getvalue(), partial / "phenotypes.csv")
+    if out_dir.exists():
+        out_dir.rmdir()
     os.replace(partial, out_dir)
     return out_dir

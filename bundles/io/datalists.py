@@ -1,0 +1,163 @@
+"""MONAI datalists from the public layouts: TCIA NSCLC Radiogenomics (+ GEO table) and CT / label-map pairs."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import pydicom
+
+from bundles.errors import BundleInputError
+from bundles.io.genes import read_gene_table
+
+logger = logging.getLogger(__name__)
+
+CTSEG_LABELS = (0, 50, 100, 150, 200, 230)
+
+
+def _first_header(series_dir: Path) -> tuple[Path, pydicom.Dataset] | None:
+    """The first DICOM file of a folder and its header (no pixels); None for a folder without files."""
+    files = sorted(p for p in series_dir.iterdir() if p.is_file() and not p.name.startswith("."))
+    if not files:
+        return None
+    try:
+        return files[0], pydicom.dcmread(files[0], stop_before_pixels=True)
+    except Exception as err:  # pydicom raises several types for non-DICOM or truncated files
+        raise BundleInputError(f"not a readable DICOM file ({type(err).__name__}: {err})", path=files[0],
+                               field="File Meta Information", hint="remove non-DICOM files from the tree") from err
+
+
+def _patient_series(patient_dir: Path) -> tuple[dict[str, Path], list[tuple[Path, pydicom.Dataset]]]:
+    """CT series folders by SeriesInstanceUID, and the SEG files (path, header), below one patient folder."""
+    cts: dict[str, Path] = {}
+    segs: list[tuple[Path, pydicom.Dataset]] = []
+    for series_dir in sorted(p for p in patient_dir.glob("*/*") if p.is_dir()):
+        first = _first_header(series_dir)
+        if first is None:
+            continue
+        path, header = first
+        modality = str(header.get("Modality", ""))
+        if modality == "CT":
+            cts[str(header.get("SeriesInstanceUID", ""))] = series_dir
+        elif modality == "SEG":
+            segs.append((path, header))
+    return cts, segs
+
+
+def nsclc_datalist(raw_dir, genes_path=None) -> list[dict]:
+    """One entry per patient who has a CT series, a SEG of it and (when a gene table is given) a gene column.
+
+    Layout: ``raw_dir/<PatientID>/<study>/<series>/*.dcm`` (TCIA). The CT series is chosen by Modality (PET and
+    other series are skipped); with several CT series, the one the SEG references. Patients lacking the image,
+    the SEG or genes are reported in the log.
+
+    Args:
+        raw_dir: the TCIA tree.
+        genes_path: GEO table (first row = patient IDs); ``raw_dir/genes.tsv`` when None and that file exists.
+
+    Returns:
+        ``[{"patient_id", "image": CT series folder, "seg": SEG file}]``, sorted by patient ID (absolute paths).
+
+    Raises:
+        BundleInputError: no such folder, a gene table with no patient in common with the images, or no patient
+            with everything.
+    """
+    raw_dir = Path(raw_dir).resolve()
+    if not raw_dir.is_dir():
+        raise BundleInputError("NSCLC folder not found", path=raw_dir, hint="give the TCIA NSCLC-Radiogenomics folder")
+    if genes_path is None and (raw_dir / "genes.tsv").is_file():
+        genes_path = raw_dir / "genes.tsv"
+    gene_ids = None if genes_path is None else set(read_gene_table(genes_path).patient_ids)
+
+    entries, lacking = [], {"image": [], "SEG": [], "genes": []}
+    patients = sorted(p for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
+    for patient_dir in patients:
+        pid = patient_dir.name
+        cts, segs = _patient_series(patient_dir)
+        if gene_ids is not None and pid not in gene_ids:
+            lacking["genes"].append(pid)
+        if not segs:
+            lacking["SEG"].append(pid)
+            if not cts:
+                lacking["image"].append(pid)
+            continue
+        seg_path, seg = segs[0]
+        if len(segs) > 1:
+            logger.warning("%s: %d SEG series, using %s", pid, len(segs), seg_path)
+        referenced = [str(item.SeriesInstanceUID) for item in seg.get("ReferencedSeriesSequence", [])]
+        image = next((cts[uid] for uid in referenced if uid in cts), None)
+        if image is None and not referenced and len(cts) == 1:
+            image = next(iter(cts.values()))
+        if image is None:
+            lacking["image"].append(pid)
+            continue
+        if gene_ids is None or pid in gene_ids:
+            entries.append({"patient_id": pid, "image": str(image), "seg": str(seg_path)})
+
+    for what, who in lacking.items():
+        if who:
+            logger.warning("%d patient(s) lack %s: %s", len(who), what, ", ".join(who))
+    if gene_ids is not None and not gene_ids & {p.name for p in patients}:
+        raise BundleInputError(
+            f"the gene table has no patient in common with the {len(patients)} image folders",
+            path=genes_path,
+            field="patient IDs (first row)",
+            hint=f"the first row must hold the PatientIDs used as folder names in {raw_dir} (e.g. R01-001)",
+        )
+    if not entries:
+        raise BundleInputError("no patient has a CT series, a SEG and genes", path=raw_dir,
+                               hint="check the tree layout <PatientID>/<study>/<series>/*.dcm")
+    logger.info("nsclc datalist: %d of %d patients complete", len(entries), len(patients))
+    return entries
+
+
+def check_label_map(path, allowed=CTSEG_LABELS) -> np.ndarray:
+    """Load a label map and refuse values outside ``allowed``; returns its values as uint8."""
+    values = np.asanyarray(nib.load(str(path)).dataobj)
+    unknown = sorted(set(np.unique(values).tolist()) - set(allowed))
+    if unknown:
+        raise BundleInputError(
+            f"unknown label value {unknown[0]:g}" + (f" (and {len(unknown) - 1} more)" if len(unknown) > 1 else ""),
+            path=path,
+            field="label value",
+            hint=f"label maps may hold only {list(allowed)}",
+        )
+    return values.astype(np.uint8)
+
+
+def ctseg_datalist(root) -> list[dict]:
+    """One entry per CT / label-map slice pair: ``root/<PatientID>/ct_sNNN.nii.gz`` + ``label_sNNN.nii.gz``.
+
+    Returns:
+        ``[{"patient_id", "image": ct path, "label": label path}]`` sorted by patient and slice (absolute paths).
+
+    Raises:
+        BundleInputError: no such folder, no pair, a CT without its label map (or the reverse), a size mismatch,
+            or a label value outside {0, 50, 100, 150, 200, 230} (file and value named).
+    """
+    root = Path(root).resolve()
+    if not root.is_dir():
+        raise BundleInputError("CT / label-map folder not found", path=root)
+    entries = []
+    for patient_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        cts = {m.group(1): p for p in patient_dir.glob("ct_s*.nii*") if (m := re.match(r"ct_s(\d+)\.nii", p.name))}
+        labels = {m.group(1): p for p in patient_dir.glob("label_s*.nii*")
+                  if (m := re.match(r"label_s(\d+)\.nii", p.name))}
+        for key in sorted(set(cts) ^ set(labels)):
+            alone = cts.get(key) or labels[key]
+            raise BundleInputError("slice without its partner (ct_sNNN / label_sNNN)", path=alone,
+                                   hint="every CT slice needs a label map of the same number, and the reverse")
+        for key in sorted(cts):
+            ct_shape = nib.load(str(cts[key])).shape
+            label_shape = check_label_map(labels[key]).shape
+            if ct_shape != label_shape:
+                raise BundleInputError(f"label map {label_shape} and CT {ct_shape} differ in size",
+                                       path=labels[key], field="shape")
+            entries.append({"patient_id": patient_dir.name, "image": str(cts[key]), "label": str(labels[key])})
+    if not entries:
+        raise BundleInputError("no ct_sNNN.nii.gz / label_sNNN.nii.gz pairs found", path=root,
+                               hint="layout: <root>/<PatientID>/ct_s000.nii.gz + label_s000.nii.gz")
+    return entries

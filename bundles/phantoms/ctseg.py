@@ -1,0 +1,81 @@
+"""Demo cohort for CT generation from six-label maps: axial chest CT slices + label maps, NIfTI and DICOM.
+
+Tree written by :func:`write_ctseg_cohort`::
+
+    <out>/<PatientID>/ct_sNNN.nii.gz      (S, S) float32 HU, full 4x4 RAS affine of that slice
+    <out>/<PatientID>/label_sNNN.nii.gz   (S, S) uint8 in {0, 50, 100, 150, 200, 230} (see ``chest.LABELS``)
+    <out>/<PatientID>/dicom/1-NNN.dcm     the same CT slices as one DICOM series
+
+Patients differ in body size, fat, lung size and heart position and size (``chest.make_chest``), so
+their style and content differ.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+from pydicom.uid import generate_uid
+from tqdm import tqdm
+
+from bundles.errors import BundleInputError
+from bundles.fileio import atomic_path
+from bundles.io.dicom_series import write_series
+from bundles.phantoms.chest import finish, make_chest
+
+FIELD_OF_VIEW_MM = 340.0
+SLICE_SPACING_MM = 5.0
+
+
+def _save_nifti(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_xyzt_units("mm")
+    image.set_qform(affine, code=1)
+    image.set_sform(affine, code=1)
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)
+
+
+def _patient(out: Path, pid: str, index: int, seed: int, size: int, slices: int) -> None:
+    rng = np.random.default_rng([seed, 3, index])
+    spacing = (FIELD_OF_VIEW_MM / size, FIELD_OF_VIEW_MM / size, SLICE_SPACING_MM)
+    chest = make_chest(rng, (size, size, slices), spacing)
+    hu = np.round(finish(chest.hu, rng)).astype(np.float32)
+    folder = out / pid
+    folder.mkdir(parents=True)
+    for k in range(slices):
+        affine = chest.affine.copy()
+        affine[:3, 3] += k * affine[:3, 2]  # the slice's own origin; the z column keeps the slice spacing
+        _save_nifti(hu[:, :, k], affine, folder / f"ct_s{k:03d}.nii.gz")
+        _save_nifti(chest.labels[:, :, k], affine, folder / f"label_s{k:03d}.nii.gz")
+    study_uid = generate_uid(entropy_srcs=["ctseg", str(seed), pid, "study"])
+    write_series(hu, chest.affine, folder / "dicom", modality="CT", patient_id=pid, study_uid=study_uid,
+                 series_description="CHEST AXIAL", dataset_tags={"RescaleSlope": 1, "RescaleIntercept": -1024})
+
+
+def write_ctseg_cohort(out_dir, subjects: int = 12, slices_per_subject: int = 20, size: int = 256,
+                       seed: int = 0) -> Path:
+    """Write the ctseg demo cohort (deterministic for ``seed``) into ``out_dir`` (absent or empty).
+
+    Args:
+        subjects: patients ``CT-001`` ...; slices_per_subject: axial slices 5 mm apart through the chest.
+        size: in-plane matrix S over a 340 mm field of view.
+    """
+    out_dir = Path(out_dir)
+    if out_dir.exists() and any(out_dir.iterdir()):
+        raise BundleInputError("output folder already exists", path=out_dir, hint="choose a new folder or delete it")
+    if subjects < 1 or slices_per_subject < 1:
+        raise BundleInputError("subjects and slices_per_subject must be at least 1", field="subjects")
+    partial = out_dir.with_name(out_dir.name + ".partial")
+    if partial.exists():
+        shutil.rmtree(partial)
+    partial.mkdir(parents=True)
+    for i in tqdm(range(subjects), desc="ctseg", unit="patient"):
+        _patient(partial, f"CT-{i + 1:03d}", i, seed, size, slices_per_subject)
+    if out_dir.exists():
+        out_dir.rmdir()
+    os.replace(partial, out_dir)
+    return out_dir

@@ -1,0 +1,139 @@
+"""The NSCLC demo cohort read back with pydicom / highdicom: geometry, tags, HU per region, SEG placement,
+gene table, and the two statements about the genes (raw k-means fails, a linear probe succeeds)."""
+
+import csv
+
+import highdicom as hd
+import numpy as np
+import pydicom
+import pytest
+from sklearn.cluster import KMeans
+from sklearn.linear_model import LogisticRegression
+from sklearn.metrics import adjusted_rand_score
+from sklearn.model_selection import StratifiedKFold, cross_val_score
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from bundles.errors import BundleInputError
+from bundles.io.dicom_series import read_series
+from bundles.io.genes import read_gene_table
+from bundles.io.seg import read_seg
+from bundles.phantoms.chest import make_chest
+from bundles.phantoms.nsclc import PHENOTYPES, cohort_design, simulate_genes, write_nsclc_cohort
+
+SIZE, SLICES, GENES = 128, 40, 300
+
+
+@pytest.fixture(scope="module")
+def cohort(tmp_path_factory):
+    return write_nsclc_cohort(tmp_path_factory.mktemp("nsclc") / "raw", subjects=3, seed=0, n_genes=GENES,
+                              size=SIZE, slices=SLICES)
+
+
+def _series(root, pid):
+    ct = next(root.glob(f"{pid}/*/3.000000-*"))
+    seg = next(root.glob(f"{pid}/*/1000.000000-*/*.dcm"))
+    return ct, seg
+
+
+def test_tree_tags_and_geometry(cohort):
+    assert sorted(p.name for p in cohort.iterdir()) == ["R01-001", "R01-002", "R01-003", "genes.tsv", "phenotypes.csv"]
+    for pid in ("R01-001", "R01-002", "R01-003"):
+        ct, seg_path = _series(cohort, pid)
+        series = read_series(ct)
+        assert series.volume.shape == (SIZE, SIZE, SLICES)
+        spacing = 340.0 / SIZE
+        np.testing.assert_allclose(np.diag(series.affine)[:3], [-spacing, -spacing, 2.5], rtol=1e-6)
+        first = series.headers[0]
+        assert first.Modality == "CT" and first.PatientID == pid and first.RescaleType == "HU"
+        assert float(first.RescaleSlope) == 1 and float(first.RescaleIntercept) == -1024
+        assert float(first.SliceThickness) == 2.5 and [float(v) for v in first.ImageOrientationPatient] == [
+            1, 0, 0, 0, 1, 0]
+        seg = hd.seg.segread(seg_path)
+        assert seg.Modality == "SEG" and seg.StudyInstanceUID == first.StudyInstanceUID
+        assert seg.ReferencedSeriesSequence[0].SeriesInstanceUID == first.SeriesInstanceUID
+        assert seg.FrameOfReferenceUID == first.FrameOfReferenceUID
+        assert seg.get_segment_numbers() == [1] and seg.SeriesInstanceUID != first.SeriesInstanceUID
+
+
+def test_hu_per_region_and_nodule_placement(cohort):
+    rows = {r["patient_id"]: r for r in csv.DictReader(open(cohort / "phenotypes.csv"))}
+    assert {r["phenotype"] for r in rows.values()} == set(PHENOTYPES)
+    for index, pid in enumerate(sorted(rows), start=1):
+        ct, seg_path = _series(cohort, pid)
+        series = read_series(ct)
+        # The anatomy is the first draw of the patient's generator: regenerate the truth labels.
+        chest = make_chest(np.random.default_rng([0, 1, index]), (SIZE, SIZE, SLICES), (340 / SIZE, 340 / SIZE, 2.5))
+        np.testing.assert_allclose(chest.affine, series.affine, atol=1e-4)
+        mask = read_seg(seg_path, series).astype(bool)
+        hu = series.volume
+        assert np.median(hu[chest.labels == 0]) == pytest.approx(-1000, abs=30)
+        assert np.median(hu[(chest.labels == 100) & ~mask]) == pytest.approx(-850, abs=60)
+        assert 0 < np.median(hu[chest.labels == 150]) < 90
+        assert np.median(hu[chest.labels == 200]) > 200
+        # The SEG covers the nodule: inside the lungs, of the stated size, with the stated mean HU.
+        assert mask.any() and chest.lungs[mask].min() > 0
+        assert float(rows[pid]["mean_hu"]) == pytest.approx(hu[mask].mean(), abs=0.06)
+        voxel_mm3 = abs(np.linalg.det(series.affine[:3, :3]))
+        equivalent_mm = (6 * mask.sum() * voxel_mm3 / np.pi) ** (1 / 3)
+        assert 0.6 < equivalent_mm / float(rows[pid]["diameter_mm"]) < 1.8
+        assert 8 <= float(rows[pid]["diameter_mm"]) <= 30
+        if rows[pid]["phenotype"] == "part_solid_ggo":
+            assert hu[mask].mean() < -300
+        else:
+            assert hu[mask].mean() > -250
+        assert hu[mask].mean() > np.median(hu[chest.labels == 100]) + 150  # denser than the lung around it
+
+
+def test_gene_table_shape_and_na(cohort):
+    table = read_gene_table(cohort / "genes.tsv")
+    assert table.patient_ids == ["R01-001", "R01-002", "R01-003"]
+    assert table.values.shape[0] > GENES and np.isnan(table.values).any()
+    complete = table.complete_genes()
+    assert len(complete.gene_names) == GENES and not np.isnan(complete.values).any()
+
+
+def test_gene_patients_missing_in_a_larger_design():
+    ids, _, _, _, no_genes = cohort_design(24, 0)
+    assert len(ids) == 24 and len(no_genes) == 2
+
+
+def _scores(phenotype, values):
+    x = values[~np.isnan(values).any(axis=1)].T
+    ari = adjusted_rand_score(phenotype, KMeans(3, n_init=10, random_state=0).fit_predict(
+        StandardScaler().fit_transform(x)))
+    probe = make_pipeline(StandardScaler(), LogisticRegression(max_iter=2000))
+    accuracy = cross_val_score(probe, x, phenotype, cv=StratifiedKFold(4, shuffle=True, random_state=0)).mean()
+    return ari, accuracy
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_raw_gene_clusters_miss_the_phenotype_but_a_linear_probe_finds_it(seed):
+    rng = np.random.default_rng(seed)
+    phenotype = rng.permutation(np.arange(60) % 3)
+    _, values = simulate_genes(phenotype, rng.integers(0, 2, 60), rng.integers(0, 2, 60), GENES, rng)
+    ari, accuracy = _scores(phenotype, values)
+    assert ari < 0.2 and accuracy > 0.8
+
+
+@pytest.mark.slow  # k-means and a 4-fold probe on 22 x 5172 genes: about 10 s
+def test_default_cohort_gene_statements():
+    """The genes of the default demo cohort (24 patients, 5172 genes), generated exactly as the writer does."""
+    _, phenotype, sex, batch, no_genes = cohort_design(24, 0)
+    keep = [i for i in range(24) if i not in no_genes]
+    _, values = simulate_genes(phenotype[keep], sex[keep], batch[keep], 5172, np.random.default_rng([0, 2]))
+    ari, accuracy = _scores(phenotype[keep], values)
+    assert ari < 0.2 and accuracy > 0.8
+
+
+def test_deterministic_and_refuses_existing_folder(tmp_path):
+    a = write_nsclc_cohort(tmp_path / "a", subjects=1, seed=3, n_genes=20, size=64)
+    b = write_nsclc_cohort(tmp_path / "b", subjects=1, seed=3, n_genes=20, size=64)
+    files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
+    assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
+    for rel in files_a:
+        assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
+    assert pydicom.dcmread(next(a.rglob("1-001.dcm"))).PatientID == "R01-001"
+    with pytest.raises(BundleInputError) as err:
+        write_nsclc_cohort(a, subjects=1)
+    assert err.value.path == str(a)
