@@ -1,0 +1,1 @@
+"""The functions that the bundles' configs call for preparation, inference and evaluation."""
