@@ -1,0 +1,89 @@
+"""bundles.io.datalists on the demo layouts: CT (not PET) chosen, who lacks what reported, bad inputs named."""
+
+import logging
+import shutil
+
+import nibabel as nib
+import numpy as np
+import pytest
+
+from bundles.errors import BundleInputError
+from bundles.io.datalists import ctseg_datalist, nsclc_datalist
+from bundles.phantoms.ctseg import write_ctseg_cohort
+from bundles.phantoms.nsclc import write_nsclc_cohort
+
+
+@pytest.fixture(scope="module")
+def nsclc(tmp_path_factory):
+    # Six patients: the sixth also has a PET series in its study.
+    return write_nsclc_cohort(tmp_path_factory.mktemp("nsclc") / "raw", subjects=6, n_genes=20, size=64)
+
+
+def test_nsclc_picks_ct_not_pet(nsclc):
+    entries = nsclc_datalist(nsclc)
+    assert [e["patient_id"] for e in entries] == [f"R01-00{i}" for i in range(1, 7)]
+    pet_study = next(nsclc.glob("R01-006/*/4.000000-PET*")).parent
+    sixth = entries[5]
+    assert "THORAX" in sixth["image"] and sixth["image"].startswith(str(pet_study))
+    assert sixth["seg"].endswith("1-1.dcm") and "Segmentation" in sixth["seg"]
+
+
+def test_nsclc_reports_missing_seg_and_genes(nsclc, tmp_path, caplog):
+    raw = tmp_path / "raw"
+    shutil.copytree(nsclc, raw)
+    shutil.rmtree(next(raw.glob("R01-002/*/1000.000000-*")))
+    lines = (raw / "genes.tsv").read_text().splitlines()
+    header = lines[0].split("\t")
+    keep = [i for i, name in enumerate(header) if name != "R01-003"]
+    genes = tmp_path / "genes.tsv"
+    genes.write_text("\n".join("\t".join(line.split("\t")[i] for i in keep) for line in lines) + "\n")
+    with caplog.at_level(logging.WARNING):
+        entries = nsclc_datalist(raw, genes)
+    assert [e["patient_id"] for e in entries] == ["R01-001", "R01-004", "R01-005", "R01-006"]
+    assert "lack SEG: R01-002" in caplog.text and "lack genes: R01-003" in caplog.text
+
+
+def test_nsclc_gene_table_without_common_patients(nsclc, tmp_path):
+    genes = tmp_path / "genes.tsv"
+    genes.write_text("gene\tX-1\tX-2\nTP53\t1\t2\n")
+    with pytest.raises(BundleInputError) as err:
+        nsclc_datalist(nsclc, genes)
+    assert err.value.path == str(genes) and "no patient in common" in err.value.problem
+
+
+def test_nsclc_non_dicom_file_named(nsclc, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(nsclc, raw)
+    series = next(raw.glob("R01-001/*/3.000000-*"))
+    (series / "0-000.txt").write_text("notes")
+    with pytest.raises(BundleInputError) as err:
+        nsclc_datalist(raw)
+    assert err.value.path == str(series / "0-000.txt")
+
+
+@pytest.fixture(scope="module")
+def ctseg(tmp_path_factory):
+    return write_ctseg_cohort(tmp_path_factory.mktemp("ctseg") / "raw", subjects=2, slices_per_subject=2, size=32)
+
+
+def test_ctseg_pairs(ctseg):
+    entries = ctseg_datalist(ctseg)
+    assert len(entries) == 4 and entries[0]["patient_id"] == "CT-001"
+    assert entries[1]["image"].endswith("CT-001/ct_s001.nii.gz") and entries[1]["label"].endswith("label_s001.nii.gz")
+
+
+def test_ctseg_unknown_label_value_and_missing_partner(ctseg, tmp_path):
+    root = tmp_path / "raw"
+    shutil.copytree(ctseg, root)
+    bad = root / "CT-002" / "label_s001.nii.gz"
+    label = nib.load(bad)
+    values = np.asarray(label.dataobj).copy()
+    values[3, 4] = 120
+    nib.save(nib.Nifti1Image(values, label.affine), bad)
+    with pytest.raises(BundleInputError) as err:
+        ctseg_datalist(root)
+    assert err.value.path == str(bad) and "120" in err.value.problem
+    bad.unlink()
+    with pytest.raises(BundleInputError) as err:
+        ctseg_datalist(root)
+    assert err.value.path == str(root / "CT-002" / "ct_s001.nii.gz")
