@@ -126,14 +126,14 @@ def test_default_cohort_gene_statements():
     assert ari < 0.2 and accuracy > 0.8
 
 
-def test_deterministic_and_refuses_existing_folder(tmp_path):
-    a = write_nsclc_cohort(tmp_path / "a", subjects=1, seed=3, n_genes=20, size=64)
-    b = write_nsclc_cohort(tmp_path / "b", subjects=1, seed=3, n_genes=20, size=64)
+def test_deterministic_whatever_the_workers_and_refuses_existing_folder(tmp_path):
+    a = write_nsclc_cohort(tmp_path / "a", subjects=2, seed=3, n_genes=20, size=64, workers=1)
+    b = write_nsclc_cohort(tmp_path / "b", subjects=2, seed=3, n_genes=20, size=64, workers=2)
     files_a = sorted(p.relative_to(a) for p in a.rglob("*") if p.is_file())
     assert files_a == sorted(p.relative_to(b) for p in b.rglob("*") if p.is_file())
     for rel in files_a:
         assert (a / rel).read_bytes() == (b / rel).read_bytes(), rel
-    assert pydicom.dcmread(next(a.rglob("1-001.dcm"))).PatientID == "R01-001"
+    assert pydicom.dcmread(next(a.glob("R01-001/*/3.*/1-001.dcm"))).PatientID == "R01-001"
     with pytest.raises(BundleInputError) as err:
         write_nsclc_cohort(a, subjects=1)
     assert err.value.path == str(a)

@@ -21,13 +21,13 @@ from pathlib import Path
 import numpy as np
 from pydicom.uid import generate_uid
 from scipy.ndimage import distance_transform_edt, gaussian_filter
-from tqdm import tqdm
 
 from bundles.errors import BundleInputError
 from bundles.fileio import atomic_write_text
 from bundles.io.dicom_series import write_series
 from bundles.io.seg import write_seg
 from bundles.phantoms.chest import finish, make_chest
+from bundles.phantoms.parallel import map_patients
 
 PHENOTYPES = ("solid_circumscribed", "spiculated", "part_solid_ggo")
 
@@ -210,7 +210,7 @@ def cohort_design(subjects: int, seed: int):
 
 
 def write_nsclc_cohort(out_dir, subjects: int = 24, seed: int = 0, n_genes: int = 5172, size: int = 256,
-                       slices: int = 40) -> Path:
+                       slices: int = 40, workers: int | None = None) -> Path:
     """Write the demo NSCLC radiogenomics cohort (deterministic for ``seed``) into ``out_dir``.
 
     Args:
@@ -218,6 +218,7 @@ def write_nsclc_cohort(out_dir, subjects: int = 24, seed: int = 0, n_genes: int 
         subjects: number of patients ``R01-001`` ...; phenotypes are balanced over the three classes.
         n_genes: usable genes (no "NA") in ``genes.tsv``; about 5% more genes carry "NA" entries.
         size: in-plane matrix (a 340 mm field of view); slices: number of 2.5 mm slices.
+        workers: processes writing patients (default up to 4); the output does not depend on it.
 
     One patient in twelve has no RNA-seq column, and one in six also has a small PET series in its study.
     """
@@ -232,9 +233,9 @@ def write_nsclc_cohort(out_dir, subjects: int = 24, seed: int = 0, n_genes: int 
     if partial.exists():
         shutil.rmtree(partial)
     partial.mkdir(parents=True)
-    rows = []
-    for i, pid in enumerate(tqdm(ids, desc="nsclc", unit="patient")):
-        rows.append(_patient(partial, pid, PHENOTYPES[phenotype[i]], int(sex[i]), seed, size, slices, i % 6 == 5))
+    calls = [(partial, pid, PHENOTYPES[phenotype[i]], int(sex[i]), seed, size, slices, i % 6 == 5)
+             for i, pid in enumerate(ids)]
+    rows = map_patients(_patient, calls, workers, "nsclc")
     with_genes = [i for i in range(subjects) if i not in no_genes]
     names, values = simulate_genes(phenotype[with_genes], sex[with_genes], batch[with_genes], n_genes,
                                    np.random.default_rng([seed, 2]))
