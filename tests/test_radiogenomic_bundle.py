@@ -166,6 +166,7 @@ class IdentityGenerator(torch.nn.Module):
         return genes
 
 
+@pytest.mark.slow
 def test_evaluation_of_an_identity_generator_has_known_numbers(tiny, tmp_path):
     from bundles.workflows.radiogenomic_evaluation import evaluate
 
@@ -203,3 +204,37 @@ def test_evaluation_config_with_both_models(tiny, tmp_path):
     assert set(metrics["controllability"]) >= {"proposed", "baseline", "chance"}
     assert 0 <= metrics["table1"]["baseline"]["whole_slice"]["ssim"] <= 1
     assert (tmp_path / "evaluation" / "metrics.json").is_file()
+
+
+@pytest.fixture(scope="module")
+def demo_cohort(tmp_path_factory):
+    """A 4-patient demo cohort (40 genes, 128 x 128 CT); prepared by the first training test that runs."""
+    from bundles.phantoms.nsclc import write_nsclc_cohort
+
+    root = tmp_path_factory.mktemp("radiogenomic_demo")
+    write_nsclc_cohort(root / "raw", subjects=4, seed=0, n_genes=40, size=128, workers=1)
+    return root
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("model_type", ["proposed", "baseline"])
+def test_two_iterations_from_the_training_config(demo_cohort, tmp_path, model_type):
+    """The config's ensure_prepared prepares the demo cohort, then 2 iterations train and write their outputs."""
+    parser = _parse("train.json", {
+        "raw_dir": str(demo_cohort / "raw"), "dataset_dir": str(demo_cohort / "prepared"),
+        "output_dir": str(tmp_path / "out"), "model_type": model_type, "image_size": SIZE,
+        "g_channels": 4, "d_channels": 4, "gene_hidden": 16, "sample_every_n_epochs": 1,
+        "train#dataloader#batch_size": 2, "train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2,
+    })
+    parser.get_parsed_content("training")
+    trainer = parser.get_parsed_content("train#trainer")
+    assert trainer.state.iteration == 2
+    losses = trainer.state.output[0]["loss"]
+    expected = {"d_i", "d_is", "d_isg", "d_total", "g_i", "g_is", "g_isg", "g_background_l1", "g_total"}
+    assert set(losses) == expected | ({"g_kl"} if model_type == "baseline" else set())
+    assert all(np.isfinite(v) for v in losses.values())
+    datalist = json.loads((demo_cohort / "prepared" / "datalist.json").read_text())
+    assert datalist["image_size"] == SIZE and 0 < datalist["num_genes"] <= 40
+    checkpoint = torch.load(tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt", weights_only=True)
+    assert set(checkpoint) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
+    assert (tmp_path / "out" / "samples" / "epoch_0001.png").stat().st_size > 1000
