@@ -96,8 +96,8 @@ def load_subjects(datalist: dict) -> dict:
 
 
 def _scaled(images_hu: np.ndarray) -> torch.Tensor:
-    """(N, S, S) HU -> (N, 1, S, S) in [-1, 1]."""
-    return torch.as_tensor(ScaleHU()(torch.from_numpy(images_hu))).float()[:, None]
+    """(N, S, S) HU -> (N, 1, S, S) in [-1, 1], a plain tensor (no MetaTensor bookkeeping in the networks)."""
+    return ScaleHU()(torch.from_numpy(images_hu)).as_subclass(torch.Tensor).float()[:, None]
 
 
 @torch.no_grad()

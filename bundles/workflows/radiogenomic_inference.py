@@ -87,8 +87,8 @@ def load_background(path: str | os.PathLike, image_size: int) -> tuple[torch.Ten
             f"no air or lung below {MAX_DARKEST_HU:g} HU)",
             path=path, field="backgrounds", hint="pass CT slices in Hounsfield units, not normalised images",
         )
-    scaled = ScaleHU()(torch.from_numpy(plane))
-    return torch.as_tensor(scaled).float()[None, None], img
+    scaled = ScaleHU()(torch.from_numpy(plane)).as_subclass(torch.Tensor)
+    return scaled.float()[None, None], img
 
 
 def load_gene_profile(path: str | os.PathLike, num_genes: int) -> torch.Tensor:
