@@ -24,6 +24,10 @@ class ArithmeticDiscriminator:
     def gene_logits(self, features, genes):
         return features[:, 1:].mean(dim=(2, 3), keepdim=True) + genes.mean(dim=1).view(-1, 1, 1, 1)
 
+    def __call__(self, image, mask, genes):
+        features = self.pair_features(image, mask)
+        return self.image_logits(image), self.pair_logits(features), self.gene_logits(features, genes)
+
 
 def _const(values, size=4):
     return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, size, size).contiguous()

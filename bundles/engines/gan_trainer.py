@@ -6,6 +6,7 @@ from collections.abc import Sequence
 from contextlib import nullcontext
 
 import torch
+from ignite.engine import Events
 from monai.engines import Trainer
 
 from bundles.config import as_flag
@@ -21,8 +22,10 @@ class AdversarialTrainer(Trainer):
     through five hooks (:meth:`prepare`, :meth:`generate`, :meth:`discriminator_terms`,
     :meth:`generator_terms`, :meth:`sample_columns`); the loop, mixed precision and seeding live here.
 
-    Torch's global RNG is re-seeded at the start of every iteration from ``(seed, rank, iteration)``, so
-    noise and dropout of iteration ``i`` are the same whether or not training was resumed before ``i``.
+    Torch's global RNG is re-seeded at the start of every iteration from ``(seed, rank, iteration)``, and the
+    random transforms of the training dataset (MONAI ``Randomizable``) just before its batch is loaded, so
+    noise, dropout and augmentation of iteration ``i`` are the same whether or not training was resumed
+    before ``i`` (exactly so with ``num_workers=0``; worker processes keep their own random states).
 
     The engine output follows MONAI's decollated convention: a list with one dict per sample,
     ``{"loss": {term: float}, <generated name>: Tensor}``, the "loss" dict (every named term, with
@@ -84,6 +87,7 @@ class AdversarialTrainer(Trainer):
         use_scaler = self.use_amp and self.amp_dtype == torch.float16 and self.state.device.type == "cuda"
         self.g_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
         self.d_scaler = torch.amp.GradScaler("cuda", enabled=use_scaler)
+        self.add_event_handler(Events.GET_BATCH_STARTED, self._seed_data_transforms)
 
     @property
     def rank(self) -> int:
@@ -120,6 +124,11 @@ class AdversarialTrainer(Trainer):
         if not self.use_amp:
             return nullcontext()
         return torch.autocast(device_type=self.state.device.type, dtype=self.amp_dtype)
+
+    def _seed_data_transforms(self, engine: AdversarialTrainer) -> None:
+        transform = getattr(getattr(self.data_loader, "dataset", None), "transform", None)
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(seed=self.iteration_seed(engine.state.iteration + 1) % 2**32)
 
     def iteration_seed(self, iteration: int) -> int:
         return (self.seed * 1_000_003 + self.rank * 7919 + iteration) % (2**63 - 1)

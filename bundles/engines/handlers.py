@@ -80,8 +80,9 @@ class SampleGridSaver:
             self.fixed_batch = {k: v[: self.num_samples].clone() for k, v in batch.items()}
 
     def __call__(self, engine: Engine) -> None:
-        if not is_main_process() or self.fixed_batch is None:
+        if self.fixed_batch is None:
             return
+        # every rank runs the forward pass: a DDP generator synchronises buffers with the other ranks
         generator = engine.generator
         was_training = generator.training
         generator.eval()
@@ -90,6 +91,8 @@ class SampleGridSaver:
             fake = engine.generate(self.fixed_batch)
             columns = engine.sample_columns(self.fixed_batch, fake)
         generator.train(was_training)
+        if not is_main_process():
+            return
         path = self.sample_dir / f"epoch_{engine.state.epoch:04d}.png"
         save_image_grid(columns, path, title=f"epoch {engine.state.epoch}, iteration {engine.state.iteration}")
         engine.state.sample_grid = str(path)
@@ -190,12 +193,15 @@ class MLflowExtras:
     MONAI's MLFlowHandler (added by ``--tracking``) logs the "loss" dict, the generator's learning rate
     and the executed config. This handler finds that handler's run on the same engine and adds ``params``
     (a flat dict from the config), the discriminator's learning rate each epoch and every sample grid PNG
-    (artifact folder ``samples``). Without ``--tracking`` it does nothing.
+    (artifact folder ``samples``). It also logs the executed config that ``--tracking`` wrote to
+    ``output_dir/config_<time>.json``: MONAI's handler misses it when ``--output_dir`` is given as a plain
+    path on the command line. Without ``--tracking`` it does nothing.
     """
 
-    def __init__(self, params: dict | None = None):
+    def __init__(self, params: dict | None = None, output_dir: str | None = None):
         self.params = params or {}
-        self._params_logged = False
+        self.output_dir = None if output_dir is None else Path(output_dir)
+        self._started = False
 
     def attach(self, engine: Engine) -> None:
         engine.add_event_handler(Events.EPOCH_COMPLETED, self)
@@ -214,13 +220,16 @@ class MLflowExtras:
         client, run_id = self._mlflow_run(engine)
         if client is None or not is_main_process():
             return
-        if not self._params_logged:
+        if not self._started:
             from mlflow.entities import Param
 
             params = [Param(k, str(v)) for k, v in self.params.items()]
             if params:
                 client.log_batch(run_id, params=params)
-            self._params_logged = True
+            configs = sorted(self.output_dir.glob("config_*.json")) if self.output_dir else []
+            if configs:
+                client.log_artifact(run_id, str(configs[-1]))
+            self._started = True
         for i, group in enumerate(engine.d_optimizer.param_groups):
             client.log_metric(run_id, f"d_lr_group_{i}", float(group["lr"]), step=engine.state.iteration)
         grid = getattr(engine.state, "sample_grid", None)

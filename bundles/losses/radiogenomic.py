@@ -89,20 +89,18 @@ class RadiogenomicGANLoss:
         Returns ``d_i``, ``d_is``, ``d_isg`` (L_DI, L_DIS, L_DISG) and their weighted sum ``d_total``.
         """
         wrong_mask, wrong_genes = mismatched(mask), mismatched(genes)
-        d_i = least_squares(discriminator.image_logits(image), 1.0) + least_squares(discriminator.image_logits(fake_image), 0.0)
-        real = discriminator.pair_features(image, mask)
-        wrong = discriminator.pair_features(image, wrong_mask)
-        fake = discriminator.pair_features(fake_image, fake_mask)
-        d_is = (
-            least_squares(discriminator.pair_logits(real), 1.0)
-            + least_squares(discriminator.pair_logits(wrong), 0.0)
-            + least_squares(discriminator.pair_logits(fake), 0.0)
-        )
+        # every head through the discriminator's forward, so a DistributedDataParallel wrapper syncs its gradients
+        i_real, is_real, isg_real = discriminator(image, mask, genes)
+        _, is_wrong_mask, isg_wrong_mask = discriminator(image, wrong_mask, genes)
+        _, _, isg_wrong_genes = discriminator(image, mask, wrong_genes)
+        i_fake, is_fake, isg_fake = discriminator(fake_image, fake_mask, genes)
+        d_i = least_squares(i_real, 1.0) + least_squares(i_fake, 0.0)
+        d_is = least_squares(is_real, 1.0) + least_squares(is_wrong_mask, 0.0) + least_squares(is_fake, 0.0)
         d_isg = (
-            least_squares(discriminator.gene_logits(real, genes), 1.0)
-            + least_squares(discriminator.gene_logits(wrong, genes), 0.0)
-            + least_squares(discriminator.gene_logits(real, wrong_genes), 0.0)
-            + least_squares(discriminator.gene_logits(fake, genes), 0.0)
+            least_squares(isg_real, 1.0)
+            + least_squares(isg_wrong_mask, 0.0)
+            + least_squares(isg_wrong_genes, 0.0)
+            + least_squares(isg_fake, 0.0)
         )
         total = self.weight_i * d_i + self.weight_is * d_is + self.weight_isg * d_isg
         return {"d_i": d_i, "d_is": d_is, "d_isg": d_isg, "d_total": total}
@@ -121,10 +119,10 @@ class RadiogenomicGANLoss:
         Returns ``g_i``, ``g_is``, ``g_isg``, ``g_background_l1`` (mean over pixels of |G_x - b| * M_bg),
         ``g_kl`` when ``kl`` is given, and ``g_total`` (weighted sum).
         """
-        features = discriminator.pair_features(fake_image, fake_mask)
-        g_i = least_squares(discriminator.image_logits(fake_image), 1.0)
-        g_is = least_squares(discriminator.pair_logits(features), 1.0)
-        g_isg = least_squares(discriminator.gene_logits(features, genes), 1.0)
+        i_fake, is_fake, isg_fake = discriminator(fake_image, fake_mask, genes)
+        g_i = least_squares(i_fake, 1.0)
+        g_is = least_squares(is_fake, 1.0)
+        g_isg = least_squares(isg_fake, 1.0)
         region = eroded_background(fake_mask, self.erosion)
         l1 = ((fake_image - background).abs() * region).mean()
         total = self.weight_i * g_i + self.weight_is * g_is + self.weight_isg * g_isg + self.lambda_background * l1
