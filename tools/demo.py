@@ -30,6 +30,9 @@ def bundle_commands(name: str, epochs: int | None) -> list[list[str]]:
     if epochs is not None:
         train += ["--train#trainer#max_epochs", str(epochs)]
     commands = [train]
+    if name == "radiogenomic":  # the paper's MC-GAN baseline, for Table 1 and Fig. 4 of the evaluation
+        baseline_dir = str(REPO / f"{name}_bundle" / "outputs" / "baseline")
+        commands.append(train + ["--model_type", "baseline", "--output_dir", baseline_dir])
     for run_id, config in (("inference", "inference.json"), ("evaluation", "evaluate.json")):
         if (configs / config).exists():
             commands.append(
