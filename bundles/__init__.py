@@ -1,8 +1,9 @@
 """Shared library of the three GAN bundles: I/O, transforms, networks, losses, engines, evaluation, phantoms."""
 
+import sys
 from pathlib import Path
 
-from bundles.errors import BundleInputError
+from bundles.errors import BundleInputError, install_excepthook
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
@@ -15,5 +16,10 @@ def bundle_root(name: str) -> str:
     """
     return str(REPO_ROOT / name)
 
+
+# Under `python -m monai.bundle ...` (which imports this package through the configs), a user's input error
+# is reported as one line naming the file and field rather than a traceback through MONAI's config parser.
+if Path(sys.argv[0]).parts[-3:] == ("monai", "bundle", "__main__.py"):
+    install_excepthook()
 
 __all__ = ["BundleInputError", "REPO_ROOT", "bundle_root"]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 from os import PathLike
 
 
@@ -36,3 +38,33 @@ class BundleInputError(ValueError):
         if hint:
             message += f" -> {hint}"
         super().__init__(message)
+
+
+def find_input_error(error: BaseException | None) -> BundleInputError | None:
+    """The BundleInputError behind ``error`` (MONAI's config parser wraps errors raised in expressions)."""
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, BundleInputError):
+            return error
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return None
+
+
+def install_excepthook() -> None:
+    """Print a user's input error as one clear line instead of the traceback MONAI's CLI would show.
+
+    Set ``BUNDLES_TRACEBACK=1`` to see the full traceback as well. Other errors are untouched.
+    """
+    previous = sys.excepthook
+
+    def hook(exc_type, exc, tb):
+        input_error = find_input_error(exc)
+        if input_error is None or os.environ.get("BUNDLES_TRACEBACK") == "1":
+            previous(exc_type, exc, tb)
+        if input_error is not None:
+            print(f"error: {input_error}", file=sys.stderr)
+            if os.environ.get("BUNDLES_TRACEBACK") != "1":
+                print("(set BUNDLES_TRACEBACK=1 for the full traceback)", file=sys.stderr)
+
+    sys.excepthook = hook
