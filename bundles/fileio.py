@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -46,3 +47,18 @@ def atomic_write_text(text: str, target: str | os.PathLike) -> None:
     """Write a text file (JSON, CSV) atomically."""
     with atomic_path(target) as tmp:
         tmp.write_text(text)
+
+
+def replace_dir(partial: str | os.PathLike, target: str | os.PathLike) -> None:
+    """Rename a finished ``partial`` folder onto ``target``; an older ``target`` is removed only afterwards.
+
+    Writers build a folder output in ``<target>.partial`` and call this once it is complete, so a crash
+    leaves either the old folder or the new one, never a mix.
+    """
+    partial, target = Path(partial), Path(target)
+    old = target.with_name(target.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(partial, target)
+    shutil.rmtree(old, ignore_errors=True)

@@ -22,7 +22,7 @@ import torch
 from bundles.engines.ctstyle import map_to_display
 from bundles.engines.handlers import load_checkpoint, load_state_into, save_image_grid
 from bundles.errors import BundleInputError
-from bundles.fileio import atomic_write_text
+from bundles.fileio import atomic_write_text, replace_dir
 from bundles.transforms.intensity import HU_MAX, HU_MIN, ScaleHU, hu_from_scaled
 from bundles.transforms.labels import LabelToOneHot, RandPerturbLabelBoundaries, label_indices
 
@@ -221,8 +221,7 @@ def run_inference(
             columns += [("style image", style[None]), (f"generated, seed {seed}", fake)]
             save_image_grid(columns, partial / f"{stem}.png", title=f"{path.name}: HU window [{HU_MIN:g}, {HU_MAX:g}]")
             manifest.append(record)
-        shutil.rmtree(final, ignore_errors=True)
-        partial.rename(final)
+        replace_dir(partial, final)
         logger.info("wrote %d generated CT(s) for %s to %s", len(seeds), path, final)
     atomic_write_text(json.dumps(manifest, indent=1), output_dir / "manifest.json")
     return manifest

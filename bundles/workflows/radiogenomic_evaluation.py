@@ -45,7 +45,7 @@ from bundles.evaluation.gene_maps import (
     top_genes,
 )
 from bundles.evaluation.regional import regional_metrics, to_unit_range
-from bundles.fileio import atomic_write_text
+from bundles.fileio import atomic_write_text, replace_dir
 from bundles.losses.radiogenomic import eroded_background
 from bundles.transforms.intensity import ScaleHU, hu_from_scaled
 from bundles.workflows.radiogenomic_inference import fixed_noise, load_generator
@@ -273,11 +273,6 @@ def evaluate(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    old = output_dir.with_name(output_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if output_dir.exists():
-        os.replace(output_dir, old)
-    os.replace(partial, output_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(partial, output_dir)
     logger.info("evaluation written to %s", output_dir)
     return metrics

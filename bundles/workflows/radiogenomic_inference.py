@@ -23,7 +23,7 @@ import torch
 
 from bundles.engines.handlers import load_checkpoint, load_state_into, save_image_grid
 from bundles.errors import BundleInputError
-from bundles.fileio import atomic_path, atomic_write_text
+from bundles.fileio import atomic_path, atomic_write_text, replace_dir
 from bundles.transforms.intensity import ScaleHU, hu_from_scaled
 
 __all__ = ["fixed_noise", "load_background", "load_gene_profile", "load_generator", "synthesise"]
@@ -189,12 +189,7 @@ def synthesise(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    old = output_dir.with_name(output_dir.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if output_dir.exists():
-        os.replace(output_dir, old)
-    os.replace(partial, output_dir)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_dir(partial, output_dir)
     logger.info("wrote %d synthetic slices (%d backgrounds x %d profiles) to %s",
                 len(records), len(backgrounds), len(gene_profiles), output_dir)
     return records

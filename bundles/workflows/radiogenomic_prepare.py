@@ -44,7 +44,7 @@ from monai.transforms import Compose
 from tqdm import tqdm
 
 from bundles.errors import BundleInputError
-from bundles.fileio import atomic_path, atomic_write_text
+from bundles.fileio import atomic_path, atomic_write_text, replace_dir
 from bundles.io.datalists import nsclc_datalist
 from bundles.io.dicom_series import read_series
 from bundles.io.genes import GeneTable, read_gene_table
@@ -398,7 +398,7 @@ def prepare_dataset(
     except BaseException:
         shutil.rmtree(partial, ignore_errors=True)
         raise
-    _replace_dir(partial, dataset_dir)
+    replace_dir(partial, dataset_dir)
     logger.info(
         "prepared %s: %d training and %d validation nodule slices (%d + %d patients), %d backgrounds, %d genes",
         dataset_dir,
@@ -420,16 +420,6 @@ def _check_slice(image: torch.Tensor, image_size: int, pid: str) -> None:
             field="image_size",
             hint="give the chains' CropVOId the same image_size as the preparation",
         )
-
-
-def _replace_dir(partial: Path, target: Path) -> None:
-    """Rename the finished ``partial`` folder onto ``target``, removing an older ``target`` only afterwards."""
-    old = target.with_name(target.name + ".old")
-    shutil.rmtree(old, ignore_errors=True)
-    if target.exists():
-        os.replace(target, old)
-    os.replace(partial, target)
-    shutil.rmtree(old, ignore_errors=True)
 
 
 def load_datalist(dataset_dir: str | os.PathLike) -> dict:
