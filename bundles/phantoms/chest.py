@@ -188,9 +188,12 @@ def make_chest(rng: np.random.Generator, shape: tuple[int, int, int], spacing: t
     return Chest(hu=hu, labels=labels, lungs=lungs, affine=affine, params=p)
 
 
-def finish(hu: np.ndarray, rng: np.random.Generator, noise_hu: float = 15.0) -> np.ndarray:
-    """Scanner look: slight in-plane blur (partial volume) and correlated noise; (X, Y, Z) float32 HU."""
-    out = gaussian_filter(hu, (0.7, 0.7, 0.4), truncate=2.0)
-    noise = gaussian_filter(rng.standard_normal(hu.shape, dtype=np.float32), (0.6, 0.6, 0), truncate=2.0)
-    noise *= noise_hu / 0.45
+def finish(
+    hu: np.ndarray, rng: np.random.Generator, noise_hu: float = 15.0, blur_px: float = 0.7, grain_px: float = 0.6
+) -> np.ndarray:
+    """Scanner look: in-plane blur (partial volume, ``blur_px``) and noise of standard deviation about
+    ``noise_hu`` correlated over ``grain_px`` (dose and reconstruction kernel); (X, Y, Z) float32 HU."""
+    out = gaussian_filter(hu, (blur_px, blur_px, 0.4), truncate=2.0)
+    noise = gaussian_filter(rng.standard_normal(hu.shape, dtype=np.float32), (grain_px, grain_px, 0), truncate=2.0)
+    noise *= noise_hu / noise.std()
     return np.clip(out + noise, -1024, 3071).astype(np.float32)

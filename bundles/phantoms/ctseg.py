@@ -6,8 +6,8 @@ Tree written by :func:`write_ctseg_cohort`::
     <out>/<PatientID>/label_sNNN.nii.gz   (S, S) uint8 in {0, 50, 100, 150, 200, 230} (see ``chest.LABELS``)
     <out>/<PatientID>/dicom/1-NNN.dcm     the same CT slices as one DICOM series
 
-Patients differ in body size, fat, lung size and heart position and size (``chest.make_chest``), so
-their style and content differ.
+Patients differ in body size, fat, lung size and heart position and size (``chest.make_chest``: content),
+and in scanner style: noise 8-40 HU, blur 0.5-1.0 px and noise grain 0.4-1.0 px per patient (style).
 """
 
 from __future__ import annotations
@@ -43,7 +43,9 @@ def _patient(out: Path, pid: str, index: int, seed: int, size: int, slices: int)
     rng = np.random.default_rng([seed, 3, index])
     spacing = (FIELD_OF_VIEW_MM / size, FIELD_OF_VIEW_MM / size, SLICE_SPACING_MM)
     chest = make_chest(rng, (size, size, slices), spacing)
-    hu = np.round(finish(chest.hu, rng)).astype(np.float32)
+    # each patient's own scanner style (dose and reconstruction kernel), so style differs between patients
+    style = {"noise_hu": rng.uniform(8.0, 40.0), "blur_px": rng.uniform(0.5, 1.0), "grain_px": rng.uniform(0.4, 1.0)}
+    hu = np.round(finish(chest.hu, rng, **style)).astype(np.float32)
     folder = out / pid
     folder.mkdir(parents=True)
     for k in range(slices):
