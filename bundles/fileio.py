@@ -62,3 +62,13 @@ def replace_dir(partial: str | os.PathLike, target: str | os.PathLike) -> None:
         os.replace(target, old)
     os.replace(partial, target)
     shutil.rmtree(old, ignore_errors=True)
+
+
+def save_figure(fig, target: str | os.PathLike, dpi: int = 100) -> Path:
+    """Save a matplotlib figure atomically (format from the suffix) and close it; returns the path."""
+    import matplotlib.pyplot as plt
+
+    with atomic_path(target) as tmp:
+        fig.savefig(tmp, dpi=dpi)
+    plt.close(fig)
+    return Path(target)

@@ -19,7 +19,7 @@ from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from bundles.config import as_flag  # noqa: E402
 from bundles.errors import BundleInputError  # noqa: E402
-from bundles.fileio import atomic_path, atomic_torch_save  # noqa: E402
+from bundles.fileio import atomic_torch_save, save_figure  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -49,9 +49,7 @@ def save_image_grid(columns: list[tuple[str, torch.Tensor]], path: str | Path, t
     if title:
         fig.suptitle(title, fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=80)
-    plt.close(fig)
+    save_figure(fig, path, dpi=80)
     return Path(path)
 
 
@@ -146,9 +144,7 @@ class LossHistory:
             ax.set_title("discriminator" if prefix == "d_" else "generator")
             ax.legend(fontsize=7)
         fig.tight_layout()
-        with atomic_path(self.plot_path) as tmp:
-            fig.savefig(tmp, dpi=80)
-        plt.close(fig)
+        save_figure(fig, self.plot_path, dpi=80)
 
 
 def read_loss_history(path: str | Path) -> list[dict]:

@@ -23,7 +23,7 @@ from sklearn.metrics import adjusted_rand_score, silhouette_score  # noqa: E402
 from sklearn.model_selection import StratifiedKFold, cross_val_predict  # noqa: E402
 from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
 
-from bundles.fileio import atomic_path  # noqa: E402
+from bundles.fileio import save_figure  # noqa: E402
 
 
 def embed_tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:
@@ -170,9 +170,7 @@ def plot_code_maps(
     axes[0][0].legend(title="phenotype (marker)", fontsize=7, title_fontsize=7, loc="best")
     fig.suptitle("t-SNE of gene representations; colour = k-means cluster of the proposed code", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
     return Path(path)
 
 
@@ -192,7 +190,5 @@ def plot_radiogenomic_map(rows: list[dict], path) -> Path:
     axes[-1].text(0.0, 1.0, "top genes (gradient x input)\n\n" + text, va="top", fontsize=8, wrap=True)
     fig.suptitle("Radiogenomic map: gene-code clusters -> nodule image features and driving genes", fontsize=10)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
     return Path(path)

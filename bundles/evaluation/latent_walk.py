@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 from monai.metrics import SSIMMetric  # noqa: E402
 
-from bundles.fileio import atomic_path  # noqa: E402
+from bundles.fileio import save_figure  # noqa: E402
 
 __all__ = [
     "axis_walk_latents",
@@ -90,9 +90,7 @@ def save_strip(frames: torch.Tensor, path: str | Path, titles: list[str] | None 
         fig.suptitle(suptitle, fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path
 
 

@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from bundles.evaluation.latent_walk import to_display  # noqa: E402
-from bundles.fileio import atomic_path  # noqa: E402
+from bundles.fileio import save_figure  # noqa: E402
 
 __all__ = ["memorisation_audit", "nearest_neighbours", "save_closest_pairs"]
 
@@ -104,7 +104,5 @@ def save_closest_pairs(
     fig.suptitle("closest generated (top) / nearest training image (bottom)", fontsize=9)
     fig.tight_layout()
     path = Path(path)
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=100)
-    plt.close(fig)
+    save_figure(fig, path, dpi=100)
     return path

@@ -42,7 +42,7 @@ from bundles.evaluation.style_metrics import (  # noqa: E402
     organ_mean_hu,
     threshold_resegmentation,
 )
-from bundles.fileio import atomic_path, atomic_write_text  # noqa: E402
+from bundles.fileio import atomic_write_text, save_figure  # noqa: E402
 from bundles.networks.vgg import VGG19Features  # noqa: E402
 from bundles.transforms.intensity import hu_from_scaled  # noqa: E402
 from bundles.transforms.labels import LABEL_VALUES, SEGMENT_NAMES  # noqa: E402
@@ -74,9 +74,7 @@ def _clean(x):
 
 
 def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def _show(ax, image: torch.Tensor, title: str) -> None:

@@ -34,7 +34,7 @@ from bundles.evaluation.latent_walk import (  # noqa: E402
     walk_smoothness,
 )
 from bundles.evaluation.memorisation import memorisation_audit, save_closest_pairs  # noqa: E402
-from bundles.fileio import atomic_path, atomic_torch_save, atomic_write_text  # noqa: E402
+from bundles.fileio import atomic_torch_save, atomic_write_text, save_figure  # noqa: E402
 from bundles.workflows.radiogan_inference import class_indices, fixed_latents  # noqa: E402
 from bundles.workflows.radiogan_prepare import load_images  # noqa: E402
 
@@ -111,9 +111,7 @@ def _save_rows(rows: list[tuple[str, torch.Tensor]], path: Path, col_titles: lis
                 ax.set_ylabel(name, fontsize=8)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, dpi=90)
-    plt.close(fig)
+    save_figure(fig, path, dpi=90)
 
 
 def _audit_summary(audit: dict) -> dict:
