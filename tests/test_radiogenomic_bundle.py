@@ -238,3 +238,17 @@ def test_two_iterations_from_the_training_config(demo_cohort, tmp_path, model_ty
     checkpoint = torch.load(tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt", weights_only=True)
     assert set(checkpoint) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
     assert (tmp_path / "out" / "samples" / "epoch_0001.png").stat().st_size > 1000
+
+
+def test_pair_background_draws_reproducibly_from_paths_or_loaded_slices():
+    from bundles.engines.radiogenomic import PairBackgroundd
+
+    paths = [f"b{i}.nii.gz" for i in range(3)]
+    loaded = [{"image": torch.full((1, 4, 4), float(i))} for i in range(3)]  # as a CacheDataset of them gives
+    pair = PairBackgroundd(loaded).set_random_state(seed=3)
+    drawn = [int(pair({"image": "x"})["background"][0, 0, 0]) for _ in range(30)]
+    assert sorted(set(drawn)) == [0, 1, 2]
+    again = PairBackgroundd(paths).set_random_state(seed=3)
+    assert [paths.index(again({})["background"]) for _ in range(30)] == drawn
+    with pytest.raises(ValueError, match="at least one"):
+        PairBackgroundd([])
