@@ -1,4 +1,4 @@
-"""Per-segment style / content, total variation and adversarial BCE against hand computations."""
+"""Per-segment style / content, total variation, adversarial BCE and mode seeking against hand computations."""
 
 import math
 
@@ -11,6 +11,7 @@ from bundles.losses.style import (
     downsample_masks,
     generator_bce,
     gram_matrix,
+    mode_seeking,
     segment_grams,
     style_distances,
     total_variation,
@@ -113,3 +114,17 @@ def test_adversarial_bce_by_hand():
     torch.testing.assert_close(generator_bce(fake), -torch.log(sig(fake)).mean())
     assert math.isclose(float(generator_bce(torch.zeros(3))), math.log(2), rel_tol=1e-6)
     assert float(discriminator_bce(torch.tensor([-200.0]), torch.tensor([200.0]))) == pytest.approx(400.0)
+
+
+def test_mode_seeking_by_hand():
+    a = torch.stack([two_by_two([0, 1, 2, 3])[0], two_by_two([5, 5, 5, 5])[0]])
+    b = torch.stack([two_by_two([1, 1, 0, 3])[0], two_by_two([5, 5, 5, 5])[0]]).requires_grad_(True)
+    z_a, z_b = torch.tensor([[0.0, 0.0], [1.0, 1.0]]), torch.tensor([[1.0, -2.0], [0.0, 1.0]])
+    # image 0: mean|a - b| = (1 + 0 + 2 + 0) / 4 = 0.75, mean|z_a - z_b| = (1 + 2) / 2 = 1.5 -> 1 / 0.5 = 2;
+    # image 1: equal images -> 1 / eps, large but finite.
+    torch.testing.assert_close(mode_seeking(a, b, z_a, z_b, eps=0.0)[0], torch.tensor(2.0))
+    d = mode_seeking(a, b, z_a, z_b, eps=1e-5)
+    torch.testing.assert_close(d, torch.tensor([1 / (0.5 + 1e-5), 1e5]))
+    # Moving b away from a lowers the term: the gradient on b points towards a, so descent pushes b away.
+    d[0].backward()
+    assert b.grad[0, 0, 0, 0] < 0 and b.grad[0, 0, 1, 0] > 0

@@ -1,4 +1,5 @@
-"""Per-segment style (Gram) and content losses on VGG features, total variation and adversarial BCE.
+"""Per-segment style (Gram) and content losses on VGG features, total variation, adversarial BCE and the
+mode-seeking diversity term.
 
 Krishna & Mueller, eqs. (2)-(9): for each of the six segments sg of the label map and each VGG layer l
 with N_l channels and M_l positions,
@@ -16,6 +17,11 @@ each Gram is divided by its OWN mask area A (a weighted mean of feature products
 ``1/(4 N^2 M^2) || G_r - G_s ||^2``. A segment absent from either image contributes zero (never NaN).
 The content term uses M_l = all positions of the layer, so with binary masks the sum over segments is
 Gatys' whole-image content loss. Every function returns per-image values; losses average over the batch.
+
+The paper's generator, like pix2pix's (Isola et al. 2017), learns to ignore its noise: no term rewards two
+noise codes for giving two images. :func:`mode_seeking` is the regulariser of Mao et al. 2019 (MSGAN,
+"Mode Seeking Generative Adversarial Networks for Diverse Image Synthesis", eq. 3, minimised in the
+inverted form of their code): ``1 / (mean|G(y, z1) - G(y, z2)| / mean|z1 - z2| + eps)``.
 """
 
 from __future__ import annotations
@@ -146,3 +152,21 @@ def discriminator_bce(real_logits: torch.Tensor, fake_logits: torch.Tensor) -> t
 def generator_bce(fake_logits: torch.Tensor) -> torch.Tensor:
     """Adversarial part of eq. (8): ``-log D(G(y, z), y)`` on logits, mean over all elements."""
     return F.binary_cross_entropy_with_logits(fake_logits, torch.ones_like(fake_logits))
+
+
+def mode_seeking(
+    image_a: torch.Tensor, image_b: torch.Tensor, noise_a: torch.Tensor, noise_b: torch.Tensor, eps: float = 1e-5
+) -> torch.Tensor:
+    """MSGAN's mode-seeking term (Mao et al. 2019): small when the two noise codes give different images.
+
+    Args:
+        image_a, image_b: (B, C, H, W) images generated from the same condition with ``noise_a``, ``noise_b``.
+        noise_a, noise_b: (B, D) noise codes.
+        eps: keeps the term finite when the images are equal.
+
+    Returns:
+        (B,) ``1 / (mean|image_a - image_b| / mean|noise_a - noise_b| + eps)``, means over each image's elements.
+    """
+    image_distance = (image_a - image_b).abs().flatten(1).mean(1)
+    noise_distance = (noise_a - noise_b).abs().flatten(1).mean(1)
+    return 1.0 / (image_distance / noise_distance + eps)
