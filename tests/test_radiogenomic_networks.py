@@ -18,15 +18,19 @@ def _inputs(seed=0):
     return torch.rand(B, 1, S, S, generator=gen) * 2 - 1, torch.randn(B, G, generator=gen), torch.randn(B, 10, generator=gen)
 
 
-@pytest.mark.parametrize("cls", [RadiogenomicGenerator, MCGANGenerator])
-def test_generator_shapes_ranges_and_script(cls):
-    net = cls(G, image_size=S, base_channels=4, hidden=16).eval()
+@pytest.mark.parametrize("build, sizes", [
+    (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16), [2, 4, 8, 16, 32, 32]),
+    (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, image_fusion=False), [2, 4, 8, 16, 32]),
+    (lambda: MCGANGenerator(G, image_size=S, base_channels=4, hidden=16), [2, 4, 8, 16, 32]),
+])
+def test_generator_shapes_ranges_and_script(build, sizes):
+    net = build().eval()
     background, genes, noise = _inputs()
     image, mask = net(background, genes, noise)
     assert image.shape == mask.shape == (B, 1, S, S)
     assert image.abs().max() <= 1 and mask.abs().max() <= 1
     maps = net.weight_maps(background, genes, noise)
-    assert [m.shape[-1] for m in maps] == [2, 4, 8, 16, 32]
+    assert [m.shape[-1] for m in maps] == sizes
     assert all(m.shape[:2] == (B, 1) and m.min() >= 0 and m.max() <= 1 for m in maps)
     assert net.encode_genes(genes).shape == (B, 128)
     scripted = torch.jit.script(net)
@@ -45,6 +49,22 @@ def test_genes_change_the_proposed_output_and_background_passes_through():
     image_c, _ = net(background.flip(-1), genes, noise)
     assert (image_a - image_b).abs().max() > 1e-4  # genes reach the output through AdaIN
     assert (image_a - image_c).abs().max() > 1e-4  # and so does the background
+
+
+def test_image_fusion_passes_the_background_where_the_weight_is_zero():
+    net = RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16).eval()
+    conv = net.out[0]
+    with torch.no_grad():  # weight channel: tanh(-100) = -1, so w = 0 at every pixel
+        conv.weight[2].zero_()
+        conv.bias[2] = -100.0
+    background, genes, noise = _inputs()
+    image, _ = net(background, genes, noise)
+    torch.testing.assert_close(image, background)
+    assert net.weight_maps(background, genes, noise)[-1].max() == 0
+    with torch.no_grad():  # w = 1: the object image tanh(o) alone
+        conv.bias[2] = 100.0
+    image, _ = net(background, genes, noise)
+    assert (image - background).abs().max() > 0.1
 
 
 def test_baseline_samples_code_only_in_training():

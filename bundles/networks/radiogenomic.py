@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from bundles.config import as_flag
 from bundles.networks.layers import AdaIN, conv_bn, init_orthogonal, up_glu
 
 NUM_LEVELS = 5
@@ -134,6 +135,11 @@ class RadiogenomicGenerator(nn.Module):
         code_dim: length of the gene code phi(g) (paper 128).
         noise_dim: length of the noise vector (paper 10).
         hidden: width of the gene mapping network's hidden layer (paper 512).
+        image_fusion: beyond the paper, fuse once more at the pixel level: the last convolution gives an
+            object image ``o``, the mask and a weight map ``w`` (``(tanh + 1) / 2``), and the output image is
+            ``w * o + (1 - w) * background``. The background outside the nodule then reaches the output
+            unchanged once ``w`` is 0 there, instead of being re-synthesised from features. ``False`` gives
+            the paper's generator (the last convolution gives image and mask).
     """
 
     def __init__(
@@ -144,11 +150,13 @@ class RadiogenomicGenerator(nn.Module):
         code_dim: int = 128,
         noise_dim: int = 10,
         hidden: int = 512,
+        image_fusion: bool = True,
     ):
         super().__init__()
         self.num_genes = num_genes
         self.image_size = image_size
         self.noise_dim = noise_dim
+        self.image_fusion = as_flag(image_fusion, "image_fusion")
         self.code_size = _check_size(image_size)
         channels = level_channels(base_channels)
         self.bottleneck_channels = channels[-1]
@@ -159,7 +167,7 @@ class RadiogenomicGenerator(nn.Module):
         self.blocks = nn.ModuleList(
             [FusionBlock(channels[i], style_dim, channels[i - 1] if i > 0 else 0) for i in range(NUM_LEVELS - 1, -1, -1)]
         )
-        self.out = nn.Sequential(nn.Conv2d(channels[0], 2, 3, padding=1), nn.Tanh())
+        self.out = nn.Sequential(nn.Conv2d(channels[0], 3 if self.image_fusion else 2, 3, padding=1), nn.Tanh())
         init_orthogonal(self)
 
     @torch.jit.export
@@ -177,7 +185,13 @@ class RadiogenomicGenerator(nn.Module):
         for i, block in enumerate(self.blocks):
             h, w = block(h, features[len(features) - 1 - i], style)
             weights.append(w.mean(dim=1, keepdim=True))
-        return self.out(h), weights
+        out = self.out(h)
+        if not self.image_fusion:
+            return out, weights
+        weight = (out[:, 2:] + 1.0) / 2.0
+        weights.append(weight)
+        image = weight * out[:, :1] + (1.0 - weight) * background
+        return torch.cat([image, out[:, 1:2]], dim=1), weights
 
     def forward(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, S, S), (B, G), (B, noise_dim) -> image (B, 1, S, S), mask (B, 1, S, S), both in [-1, 1]."""
@@ -186,7 +200,8 @@ class RadiogenomicGenerator(nn.Module):
 
     @torch.jit.export
     def weight_maps(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor) -> list[torch.Tensor]:
-        """Object weight map of every fusion block (channel mean of w, in [0, 1]), coarsest first: (B, 1, r, r)."""
+        """Object weight map of every fusion block (channel mean of w, in [0, 1]), coarsest first: (B, 1, r, r);
+        with ``image_fusion`` the pixel-level map comes last (B, 1, S, S)."""
         _, weights = self._synthesise(background, genes, noise)
         return weights
 
@@ -332,9 +347,11 @@ class RadiogenomicDiscriminator(nn.Module):
         return self.image_logits(image), self.pair_logits(features), self.gene_logits(features, genes)
 
 
-def build_generator(model_type: str, **kwargs) -> nn.Module:
-    """``"proposed"`` -> :class:`RadiogenomicGenerator`, ``"baseline"`` -> :class:`MCGANGenerator` (same kwargs)."""
-    generators = {"proposed": RadiogenomicGenerator, "baseline": MCGANGenerator}
-    if model_type not in generators:
-        raise ValueError(f"model_type must be one of {sorted(generators)}, got {model_type!r}")
-    return generators[model_type](**kwargs)
+def build_generator(model_type: str, image_fusion: bool = True, **kwargs) -> nn.Module:
+    """``"proposed"`` -> :class:`RadiogenomicGenerator` (with ``image_fusion``), ``"baseline"`` ->
+    :class:`MCGANGenerator`; the other kwargs go to either."""
+    if model_type == "proposed":
+        return RadiogenomicGenerator(image_fusion=image_fusion, **kwargs)
+    if model_type == "baseline":
+        return MCGANGenerator(**kwargs)
+    raise ValueError(f"model_type must be one of ['baseline', 'proposed'], got {model_type!r}")
