@@ -46,7 +46,8 @@ def quiet_vgg(**kwargs) -> VGG19Features:
 
 
 @pytest.mark.slow
-def test_trainer_two_iterations_loss_terms_and_grid_columns():
+@pytest.mark.parametrize("w_ms", [0.0, 0.5])
+def test_trainer_two_iterations_loss_terms_and_grid_columns(w_ms):
     torch.manual_seed(0)
     label = toy_map(32)
     onehot = LabelToOneHot()(label)[None]
@@ -59,17 +60,19 @@ def test_trainer_two_iterations_loss_terms_and_grid_columns():
     trainer = CTStyleTrainer(
         "cpu", 1, loader, g, d, torch.optim.Adam(g.parameters(), 1e-3), torch.optim.Adam(d.parameters(), 1e-3),
         vgg=quiet_vgg(layers=("relu1_1", "relu2_1", "relu2_2")), style_image=image, style_label=onehot,
-        style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_2",), loss_size=16,
+        style_layers=("relu1_1", "relu2_1"), content_layers=("relu2_2",), loss_size=16, w_ms=w_ms,
     )
     trainer.run()
     loss = trainer.state.output[0]["loss"]
-    assert set(loss) == {"d_total", "g_adv", "g_style", "g_content", "g_tv", "g_total"}
+    mode_seeking = {"g_mode_seeking"} if w_ms > 0 else set()
+    assert set(loss) == {"d_total", "g_adv", "g_style", "g_content", "g_tv", "g_total"} | mode_seeking
     assert all(np.isfinite(v) for v in loss.values())
     assert any(not torch.equal(a, b) for a, b in zip(before, g.parameters(), strict=True))
     assert len(trainer._content_cache) == 1  # the same content image twice: features computed once
     batch = trainer.prepare({"image": image, "label": onehot})
     columns = trainer.sample_columns(batch, trainer.generate(batch))
-    assert [c[0] for c in columns] == ["map", "content image", "style image", "generated"]
+    second = ["generated, 2nd z"] if w_ms > 0 else []
+    assert [c[0] for c in columns] == ["map", "content image", "style image", "generated"] + second
     assert all(c[1].shape == (1, 1, 32, 32) for c in columns)
     assert float(map_to_display(onehot).min()) == -1.0 and float(map_to_display(onehot).max()) == 1.0
 
@@ -138,7 +141,7 @@ def test_train_json_two_iterations_then_inference_and_evaluation(tmp_path):
     parser.get_parsed_content("training")
     trainer = parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 2
-    assert {"d_total", "g_style", "g_content", "g_tv", "g_total"} <= set(trainer.state.output[0]["loss"])
+    assert {"d_total", "g_style", "g_content", "g_tv", "g_mode_seeking", "g_total"} <= set(trainer.state.output[0]["loss"])
     assert (tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt").exists()
     assert (tmp_path / "out" / "samples" / "epoch_0001.png").exists()
 

@@ -15,6 +15,7 @@ from bundles.losses.style import (
     content_distances,
     discriminator_bce,
     generator_bce,
+    mode_seeking,
     segment_grams,
     style_distances,
     total_variation,
@@ -48,14 +49,20 @@ class CTStyleTrainer(AdversarialTrainer):
     - ``g_adv`` = BCE(D(G(y, z), y), 1) (the -log D of eq. 8), ``g_style`` = L_s (eq. 6, style layers),
       ``g_content`` = L_c (eq. 7, content layers), ``g_tv`` = L_tv (eq. 5, divided by the pixel count so
       the weight does not depend on the image size);
-    - ``g_total`` = w_adv g_adv + w_s g_style + w_c g_content + w_tv g_tv.
+    - ``g_mode_seeking`` (only when ``w_ms > 0``): MSGAN's term (Mao et al. 2019,
+      :func:`~bundles.losses.style.mode_seeking`) between G(y, z) and a second image G(y, z2) of the same
+      map. Without it the generator learns to ignore z (pix2pix-style collapse: seeds give the same CT).
+      The second image is made in the same generator call (a batch of 2B) and enters only this term; the
+      style, content, TV and adversarial terms are taken on the first, whose z is random anyway;
+    - ``g_total`` = w_adv g_adv + w_s g_style + w_c g_content + w_tv g_tv + w_ms g_mode_seeking.
 
-    The per-epoch sample grid shows map | content image | style image | generated.
+    The per-epoch sample grid shows map | content image | style image | generated (| generated, 2nd z).
 
     Args (besides :class:`AdversarialTrainer`'s):
         vgg: the frozen feature network (:class:`~bundles.networks.vgg.VGG19Features`).
         style_image: (1, 1, H, W) style CT in [-1, 1]; style_label: its (1, 6, H, W) one-hot map.
-        w_s, w_c, w_tv, w_adv: loss weights.
+        w_s, w_c, w_tv, w_adv, w_ms: loss weights (``w_ms`` 0: no mode-seeking term and no second image,
+            the paper's training).
         noise_dim: length of z.
         style_layers, content_layers: VGG layer names.
         loss_size: side to which images and masks are area-downsampled before the VGG (``None``: full
@@ -79,6 +86,7 @@ class CTStyleTrainer(AdversarialTrainer):
         w_c: float = 1.0,
         w_tv: float = 1.0,
         w_adv: float = 1.0,
+        w_ms: float = 0.0,
         noise_dim: int = 200,
         style_layers: Sequence[str] = STYLE_LAYERS,
         content_layers: Sequence[str] = CONTENT_LAYERS,
@@ -90,6 +98,7 @@ class CTStyleTrainer(AdversarialTrainer):
         )
         self.vgg = vgg.to(self.state.device)
         self.w_s, self.w_c, self.w_tv, self.w_adv = float(w_s), float(w_c), float(w_tv), float(w_adv)
+        self.w_ms = float(w_ms)
         self.noise_dim = int(noise_dim)
         self.style_layers = tuple(style_layers)
         self.content_layers = tuple(content_layers)
@@ -114,9 +123,16 @@ class CTStyleTrainer(AdversarialTrainer):
         return {k: _plain(batchdata[k]).float().to(device, non_blocking=nb) for k in ("image", "label")}
 
     def generate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """``image`` (B, 1, H, W) = G(y, z), z (B, noise_dim); with ``w_ms > 0`` also ``image_2`` = G(y, z_2)."""
         label = batch["label"]
-        z = torch.randn(label.shape[0], self.noise_dim, device=label.device)
-        return {"image": self.generator(label, z), "z": z}
+        b = label.shape[0]
+        copies = 2 if self.w_ms > 0 else 1
+        z = torch.randn(copies * b, self.noise_dim, device=label.device)
+        images = self.generator(label.repeat(copies, 1, 1, 1), z)
+        fake = {"image": images[:b], "z": z[:b]}
+        if copies == 2:
+            fake.update(image_2=images[b:], z_2=z[b:])
+        return fake
 
     def discriminator_terms(self, batch: dict, fake: dict) -> dict[str, torch.Tensor]:
         real_logit = self.discriminator(batch["image"], batch["label"])
@@ -154,14 +170,21 @@ class CTStyleTrainer(AdversarialTrainer):
         style, content = self.perceptual_terms(generated, batch["image"], batch["label"])
         g_style, g_content = style.mean(), content.mean()
         g_tv = total_variation(generated).mean() / generated[0].numel()
+        terms = {"g_adv": g_adv, "g_style": g_style, "g_content": g_content, "g_tv": g_tv}
         g_total = self.w_adv * g_adv + self.w_s * g_style + self.w_c * g_content + self.w_tv * g_tv
-        return {"g_adv": g_adv, "g_style": g_style, "g_content": g_content, "g_tv": g_tv, "g_total": g_total}
+        if self.w_ms > 0:
+            terms["g_mode_seeking"] = mode_seeking(generated, fake["image_2"], fake["z"], fake["z_2"]).mean()
+            g_total = g_total + self.w_ms * terms["g_mode_seeking"]
+        return {**terms, "g_total": g_total}
 
     def sample_columns(self, batch: dict, fake: dict) -> list[tuple[str, torch.Tensor]]:
         b = batch["image"].shape[0]
-        return [
+        columns = [
             ("map", map_to_display(batch["label"])),
             ("content image", batch["image"]),
             ("style image", self.style_image.expand(b, -1, -1, -1)),
             ("generated", fake["image"]),
         ]
+        if "image_2" in fake:
+            columns.append(("generated, 2nd z", fake["image_2"]))
+        return columns
