@@ -1,5 +1,7 @@
 """Regional metrics and gene-code map code of the radiogenomic evaluation, on tiny inputs with known answers."""
 
+import math
+
 import numpy as np
 import pytest
 import torch
@@ -32,6 +34,11 @@ def test_regional_metrics_known_values():
     right[..., 12:] = 1
     assert regional_metrics(changed, x, right)["mse"] == 0.0
     assert regional_metrics(changed, x)["mse"] > 0.0
+    # one identical image (capped at 100 dB) and one at MSE 0.01 (20 dB): the mean PSNR is 60 dB, the PSNR
+    # of the mean MSE 0.005 is 23.0 dB
+    mixed = regional_metrics(torch.stack([x[0], x[1] + 0.1]), x)
+    assert mixed["psnr"] == pytest.approx(60.0) and mixed["identical"] == 1
+    assert mixed["psnr_of_mean_mse"] == pytest.approx(10 * math.log10(1 / 0.005))
 
 
 def test_whole_slice_ssim_equals_monai():

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 
 WINDOW = 11
 SIGMA = 1.5
+IDENTICAL_MSE = 1e-10
 
 
 def to_unit_range(x: torch.Tensor) -> torch.Tensor:
@@ -48,8 +49,10 @@ def regional_metrics(generated: torch.Tensor, reference: torch.Tensor, region: t
         region: (N, 1, H, W) {0, 1}; images whose region is empty (or has no full SSIM window) are skipped.
 
     Returns:
-        ``{"mse", "ssim", "psnr", "num_images"}``; PSNR of an image is ``10 log10(1 / MSE)`` (capped at 100 dB
-        for identical images) and the mean is taken over images.
+        ``{"mse", "ssim", "psnr", "psnr_of_mean_mse", "identical", "num_images"}``: PSNR of an image is
+        ``10 log10(1 / MSE)`` (capped at 100 dB for identical images, of which there are ``identical``) and
+        ``psnr`` is its mean over images, which the caps inflate when some images are identical;
+        ``psnr_of_mean_mse`` is ``10 log10(1 / mse)`` of the mean MSE, which they do not.
     """
     if generated.shape != reference.shape or generated.ndim != 4:
         raise ValueError(f"expected two (N, 1, H, W) tensors of one shape, got {tuple(generated.shape)}, {tuple(reference.shape)}")
@@ -69,8 +72,21 @@ def regional_metrics(generated: torch.Tensor, reference: torch.Tensor, region: t
         mse = float((squared[i] * region[i]).sum() / n_region)
         mses.append(mse)
         ssims.append(float((smap[i] * inner[i]).sum() / n_inner))
-        psnrs.append(100.0 if mse <= 1e-10 else 10.0 * math.log10(1.0 / mse))
+        psnrs.append(_psnr(mse))
     if not mses:
-        return {"mse": float("nan"), "ssim": float("nan"), "psnr": float("nan"), "num_images": 0}
+        nan = float("nan")
+        return {"mse": nan, "ssim": nan, "psnr": nan, "psnr_of_mean_mse": nan, "identical": 0, "num_images": 0}
     n = len(mses)
-    return {"mse": sum(mses) / n, "ssim": sum(ssims) / n, "psnr": sum(psnrs) / n, "num_images": n}
+    return {
+        "mse": sum(mses) / n,
+        "ssim": sum(ssims) / n,
+        "psnr": sum(psnrs) / n,
+        "psnr_of_mean_mse": _psnr(sum(mses) / n),
+        "identical": sum(mse <= IDENTICAL_MSE for mse in mses),
+        "num_images": n,
+    }
+
+
+def _psnr(mse: float) -> float:
+    """PSNR in dB of a [0, 1]-scale MSE, 100 dB when the images are identical."""
+    return 100.0 if mse <= IDENTICAL_MSE else 10.0 * math.log10(1.0 / mse)
