@@ -210,6 +210,19 @@ def nodule_slice_indices(mask_voi: MetaTensor | np.ndarray | torch.Tensor) -> li
     return [int(k) for k in np.flatnonzero(mask.reshape(-1, mask.shape[-1]).max(axis=0) > 0)]
 
 
+def slice_dicts(transform: MapTransform, data: Mapping[Hashable, object], indices) -> list[dict[Hashable, object]]:
+    """One dict per axial index in ``indices``: ``transform``'s keys sliced by :func:`axial_slice`, the other
+    entries of ``data`` unchanged, plus ``"slice_index"``."""
+    out = []
+    for k in indices:
+        d = dict(data)
+        for key in transform.key_iterator(d):
+            d[key] = axial_slice(d[key], k)
+        d["slice_index"] = int(k)
+        out.append(d)
+    return out
+
+
 class NoduleSlicesd(MapTransform):
     """VOI dict -> list of 2D dicts, one per axial slice that contains nodule (``mask_key`` non-zero).
 
@@ -222,14 +235,7 @@ class NoduleSlicesd(MapTransform):
         self.mask_key = mask_key
 
     def __call__(self, data: Mapping[Hashable, object]) -> list[dict[Hashable, object]]:
-        out = []
-        for k in nodule_slice_indices(data[self.mask_key]):
-            d = dict(data)
-            for key in self.key_iterator(d):
-                d[key] = axial_slice(d[key], k)
-            d["slice_index"] = k
-            out.append(d)
-        return out
+        return slice_dicts(self, data, nodule_slice_indices(data[self.mask_key]))
 
 
 class RandAxialSlicesd(Randomizable, MapTransform):
@@ -260,11 +266,4 @@ class RandAxialSlicesd(Randomizable, MapTransform):
         ref = np.asarray(data[self.keys[0]].detach().cpu())
         inside = np.flatnonzero((ref != self.padding_value).reshape(-1, ref.shape[-1]).any(axis=0))
         self.randomize(inside)
-        out = []
-        for k in self._chosen:
-            d = dict(data)
-            for key in self.key_iterator(d):
-                d[key] = axial_slice(d[key], k)
-            d["slice_index"] = k
-            out.append(d)
-        return out
+        return slice_dicts(self, data, self._chosen)
