@@ -8,7 +8,9 @@ For each bundle's demo train.json (overrides with --override key=value):
 2. loader overhead: the trainer fed by its DataLoader vs fed by the same batches already in memory
    (target <= 1.10);
 3. efficiency: achieved GFLOP/s of a training step (FLOPs counted by torch's FlopCounterMode) vs a large
-   float32 matrix multiply on the same machine.
+   float32 matrix multiply on the same machine;
+4. with --amp bfloat16 (or float16): mixed-precision vs float32 throughput of the trainer on the same
+   in-memory batches (run it on a GPU with --override device='"cuda:0"').
 """
 
 from __future__ import annotations
@@ -23,6 +25,8 @@ import torch
 from ignite.engine import Engine
 from monai.bundle import ConfigParser
 from torch.utils.flop_counter import FlopCounterMode
+
+from bundles.engines.gan_trainer import AMP_DTYPES
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -68,7 +72,7 @@ def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     return 2 * size**3 * repeats / (time.perf_counter() - start) / 1e9
 
 
-def bench_bundle(bundle: str, iterations: int, overrides: dict) -> dict:
+def bench_bundle(bundle: str, iterations: int, overrides: dict, amp_dtype: str | None = None) -> dict:
     trainer = build_trainer(bundle, overrides)
     loader = trainer.data_loader
     batches = list(itertools.islice(itertools.cycle(list(itertools.islice(iter(loader), iterations))), iterations))
@@ -86,12 +90,18 @@ def bench_bundle(bundle: str, iterations: int, overrides: dict) -> dict:
     with FlopCounterMode(display=False) as counter:
         bare_step(trainer, batches[0])
     step_gflops = counter.get_total_flops() / 1e9 / (bare / iterations)
-    return {
+    result = {
         "bare_s_per_it": bare / iterations,
         "trainer_overhead": memory_fed / bare,
         "loader_over_memory": loader_fed / memory_fed,
         "step_gflops": step_gflops,
     }
+    if amp_dtype is not None:
+        trainer.use_amp, trainer.amp_dtype = True, AMP_DTYPES[amp_dtype]
+        run_trainer(trainer, batches[:2], 2)  # warm-up of the autocast kernels
+        amp_fed = run_trainer(trainer, batches, iterations)
+        result["amp_speedup"] = memory_fed / amp_fed
+    return result
 
 
 def main() -> None:
@@ -99,17 +109,22 @@ def main() -> None:
     parser.add_argument("--bundles", nargs="+", default=["radiogenomic", "radiogan", "ctstyle"])
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--override", nargs="*", default=[], help="config overrides key=value (JSON values)")
+    parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
+                        help="also time the trainer under autocast with this dtype (speed-up = float32 time / amp time)")
     args = parser.parse_args()
 
     overrides = {k: json.loads(v) for k, v in (item.split("=", 1) for item in args.override)}
     peak = matmul_gflops()
     print(f"float32 matmul 2048^2: {peak:.1f} GFLOP/s on {torch.get_num_threads()} threads")
-    print(f"{'bundle':13s} {'s/it (bare)':>11s} {'trainer/bare':>12s} {'loader/memory':>13s} {'step GFLOP/s':>12s} {'step/matmul':>11s}")
+    amp_header = f" {'amp speed-up':>13s}" if args.amp else ""
+    print(f"{'bundle':13s} {'s/it (bare)':>11s} {'trainer/bare':>12s} {'loader/memory':>13s} {'step GFLOP/s':>12s} "
+          f"{'step/matmul':>11s}{amp_header}")
     for bundle in args.bundles:
-        r = bench_bundle(bundle, args.iterations, overrides)
+        r = bench_bundle(bundle, args.iterations, overrides, args.amp)
+        amp_column = f" {r['amp_speedup']:13.2f}" if args.amp else ""
         print(
             f"{bundle:13s} {r['bare_s_per_it']:11.3f} {r['trainer_overhead']:12.3f} {r['loader_over_memory']:13.3f} "
-            f"{r['step_gflops']:12.1f} {r['step_gflops'] / peak:11.2f}"
+            f"{r['step_gflops']:12.1f} {r['step_gflops'] / peak:11.2f}{amp_column}"
         )
 
 
