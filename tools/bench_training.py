@@ -96,10 +96,10 @@ def bench_bundle(bundle: str, iterations: int, overrides: dict, amp_dtype: str |
         "loader_over_memory": loader_fed / memory_fed,
         "step_gflops": step_gflops,
     }
-    if amp_dtype is not None:
-        trainer.use_amp, trainer.amp_dtype = True, AMP_DTYPES[amp_dtype]
-        run_trainer(trainer, batches[:2], 2)  # warm-up of the autocast kernels
-        amp_fed = run_trainer(trainer, batches, iterations)
+    if amp_dtype is not None:  # a trainer built by the config's own amp switch (GradScaler for float16 on CUDA)
+        amp_trainer = build_trainer(bundle, {**overrides, "amp": True, "amp_dtype": amp_dtype})
+        run_trainer(amp_trainer, batches[:2], 2)  # warm-up of the autocast kernels
+        amp_fed = run_trainer(amp_trainer, batches, iterations)
         result["amp_speedup"] = memory_fed / amp_fed
     return result
 
