@@ -171,8 +171,10 @@ def test_missing_folder_and_missing_tag(tmp_path):
 
 def test_write_refuses_existing_folder_and_leaves_no_partial(tmp_path):
     _write(tmp_path)
-    with pytest.raises(FileExistsError):
+    before = sorted(p.name for p in (tmp_path / "series").iterdir())
+    with pytest.raises(BundleInputError, match="never replaced"):
         _write(tmp_path)
+    assert sorted(p.name for p in (tmp_path / "series").iterdir()) == before
     with pytest.raises(ValueError):  # values beyond int16 with a fixed pair
         _write(tmp_path, name="big", volume=_volume() * 100, dataset_tags={"RescaleSlope": 1, "RescaleIntercept": 0})
-    assert not (tmp_path / "big").exists() and not (tmp_path / "big.partial").exists()
+    assert not (tmp_path / "big").exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]

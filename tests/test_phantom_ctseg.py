@@ -1,6 +1,8 @@
 """The ctseg demo cohort read back with nibabel and pydicom: pairs, affines, label values, HU per label,
 the DICOM copy, and anatomy that differs between patients."""
 
+import json
+
 import nibabel as nib
 import numpy as np
 import pytest
@@ -20,8 +22,10 @@ def cohort(tmp_path_factory):
 
 
 def test_pairs_affines_and_labels(cohort):
-    patients = sorted(p.name for p in cohort.iterdir())
+    patients = sorted(p.name for p in cohort.iterdir() if p.is_dir())
     assert patients == ["CT-001", "CT-002", "CT-003"]
+    record = json.loads((cohort / "demo_cohort.json").read_text())
+    assert record["written_by"]["kind"] == "ctseg demo cohort" and record["settings"]["subjects"] == 3
     for pid in patients:
         for k in range(SLICES):
             ct = nib.load(cohort / pid / f"ct_s{k:03d}.nii.gz")

@@ -66,6 +66,8 @@ def test_dicom_tags_of_every_variant(cohort):
         assert [float(v) for v in ds.PixelSpacing] == [4.06, 4.06] and float(ds.SliceThickness) == 2.0
         slopes = {float(s.RescaleSlope) for s in slices}
         assert (len(slopes) > 1) == (variant == "ge_slope")
+        assert {float(s.RescaleIntercept) for s in slices} == {0.0}  # the PET Image module allows only 0
+        assert rp.RadionuclideCodeSequence[0].CodeValue == "77004003" and float(ds.ActualFrameDuration) == 150000
         has_suv_scale = (0x7053, 0x1000) in ds
         assert has_suv_scale == (variant == "philips_suv")
         if variant.startswith("philips"):
@@ -154,8 +156,12 @@ def test_pet_suv_tool(cohort, tmp_path, capsys):
     truth = nib.load(cohort / "truth" / f"{row['patient_id']}_suv.nii.gz")
     assert written.get_data_dtype() == np.float32
     np.testing.assert_allclose(np.asarray(written.dataobj), np.asarray(truth.dataobj), rtol=0.005, atol=1e-3)
-    assert tool["main"]([str(cohort / "truth"), str(tmp_path / "x.nii.gz")]) == 2
-    assert "Modality" in capsys.readouterr().err and not (tmp_path / "x.nii.gz").exists()
+    with pytest.raises(SystemExit) as exit_status:  # through the tools' error boundary, as on the command line
+        tool["run_tool"](tool["main"], [str(cohort / "truth"), str(tmp_path / "x.nii.gz")])
+    assert exit_status.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith("error: ") and "Modality" in last and " -> " in last
+    assert not (tmp_path / "x.nii.gz").exists()
 
 
 def test_refuses_a_non_empty_output_folder(cohort):

@@ -6,8 +6,6 @@ z = slices sorted by position along the slice normal ``row x column``), affine i
 
 from __future__ import annotations
 
-import os
-import shutil
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,6 +19,7 @@ from pydicom.errors import InvalidDicomError
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from bundles.errors import BundleInputError
+from bundles.fileio import atomic_dir
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0, 1.0])
 
@@ -70,7 +69,7 @@ class DicomSeries:
 def _read_file(path: Path) -> Dataset:
     """Read one file fully (pixel bytes loaded, not decoded); BundleInputError if it is not DICOM."""
     try:
-        return pydicom.dcmread(path)
+        ds = pydicom.dcmread(path)
     except InvalidDicomError as err:
         raise BundleInputError(
             "not a DICOM file (no 'DICM' preamble)",
@@ -85,12 +84,25 @@ def _read_file(path: Path) -> Dataset:
             field="File Meta Information",
             hint="the file is truncated or corrupt; copy it again",
         ) from err
+    return ds
+
+
+def _single_frame(ds: Dataset, path: Path) -> None:
+    """Refuse a multi-frame object among the slices of a series (this reader takes one slice per file)."""
+    frames = str(ds.get("NumberOfFrames", "1") or "1").strip()
+    if frames not in ("1", ""):
+        raise BundleInputError(
+            f"a multi-frame {ds.get('Modality', 'DICOM')} object ({frames} frames): series are read as one slice "
+            "per file", path=path, field="NumberOfFrames",
+            hint="remove it from the series folder (RT dose, enhanced multi-frame), or export the series as "
+            "single-frame images")
 
 
 def _require(ds: Dataset, keyword: str, path: Path):
     value = ds.get(keyword)
     if value is None or value == "":
-        raise BundleInputError(f"missing required tag {keyword}", path=path, field=keyword)
+        raise BundleInputError(f"missing required tag {keyword}", path=path, field=keyword,
+                               hint='this series lacks a tag the reader needs: export the series again from the scanner or PACS')
     return value
 
 
@@ -99,9 +111,11 @@ def _floats(ds: Dataset, keyword: str, n: int, path: Path) -> np.ndarray:
     try:
         out = np.asarray([float(v) for v in value], dtype=np.float64)
     except (TypeError, ValueError) as err:
-        raise BundleInputError(f"{keyword} is not numeric: {value!r}", path=path, field=keyword) from err
+        raise BundleInputError(f"{keyword} is not numeric: {value!r}", path=path, field=keyword,
+                               hint='the tag is malformed: export the series again') from err
     if out.shape != (n,):
-        raise BundleInputError(f"{keyword} must have {n} values, has {out.size}", path=path, field=keyword)
+        raise BundleInputError(f"{keyword} must have {n} values, has {out.size}", path=path, field=keyword,
+                               hint='the tag is malformed: export the series again')
     return out
 
 
@@ -119,7 +133,7 @@ def _select(datasets: list[tuple[Path, Dataset]], folder: Path, modality, series
             f"no DICOM slices{' with ' + wanted if wanted else ''} in this folder",
             path=folder,
             field="SeriesInstanceUID" if series_uid is not None else "Modality",
-        )
+            hint='point the path at a folder of DICOM slices of one series')
     first_path, first = datasets[0]
     uid0 = str(_require(first, "SeriesInstanceUID", first_path))
     for path, ds in datasets[1:]:
@@ -155,12 +169,11 @@ def _geometry(datasets: list[tuple[Path, Dataset]]):
             raise BundleInputError(
                 f"pixel spacing differs from {path0.name} ({list(ps0)}) within one series",
                 path=path,
-                field="PixelSpacing",
-            )
+                field="PixelSpacing", hint='keep one reconstruction per series folder')
         if (int(_require(ds, "Rows", path)), int(_require(ds, "Columns", path))) != (rows0, cols0):
             raise BundleInputError(
-                f"image size differs from {path0.name} ({rows0}x{cols0}) within one series", path=path, field="Rows"
-            )
+                f"image size differs from {path0.name} ({rows0}x{cols0}) within one series", path=path, field="Rows",
+                hint='keep one reconstruction per series folder')
         positions.append(float(np.dot(_floats(ds, "ImagePositionPatient", 3, path), normal)))
     order = np.argsort(positions, kind="stable")
     datasets = [datasets[i] for i in order]
@@ -196,7 +209,8 @@ def _geometry(datasets: list[tuple[Path, Dataset]]):
 def _pixels(ds: Dataset, path: Path) -> np.ndarray:
     """(Y, X) float32 real-world values of one slice."""
     if "PixelData" not in ds:
-        raise BundleInputError("the file has no pixel data", path=path, field="PixelData")
+        raise BundleInputError("the file has no pixel data", path=path, field="PixelData",
+                               hint='remove non-image objects (reports, SR) from the series folder')
     try:
         stored = ds.pixel_array
     except Exception as err:  # decoders raise many types; the user needs the file and transfer syntax
@@ -228,8 +242,11 @@ def read_series(folder, *, modality: str | None = None, series_uid: str | None =
         raise BundleInputError("series folder not found", path=folder, hint="give the folder holding the .dcm files")
     paths = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
     if not paths:
-        raise BundleInputError("no files in the series folder", path=folder)
+        raise BundleInputError("no files in the series folder", path=folder,
+                               hint='point the path at a folder of DICOM slices')
     datasets = _select([(p, _read_file(p)) for p in paths], folder, modality, series_uid)
+    for path, ds in datasets:
+        _single_frame(ds, path)
     datasets, row, col, normal, dx, dy, dz = _geometry(datasets)
 
     slices = [_pixels(ds, path) for path, ds in datasets]
@@ -247,9 +264,16 @@ def read_series(folder, *, modality: str | None = None, series_uid: str | None =
     return DicomSeries(volume=volume, affine=LPS_TO_RAS @ lps, headers=headers, files=[p for p, _ in datasets])
 
 
-def _fit_rescale(values: np.ndarray) -> tuple[float, float]:
-    """(slope, intercept) mapping the value range onto the int16 range [-32767, 32767]."""
+def _fit_rescale(values: np.ndarray, zero_intercept: bool = False) -> tuple[float, float]:
+    """(slope, intercept) mapping the value range onto the int16 range [-32767, 32767].
+
+    With ``zero_intercept`` (PET: the PET Image module requires RescaleIntercept 0) the intercept is 0 and the
+    slope maps the largest magnitude onto 32767, so non-negative values use half the int16 range.
+    """
     lo, hi = float(values.min()), float(values.max())
+    if zero_intercept:
+        peak = max(abs(lo), abs(hi))
+        return (peak / 32767.0 if peak > 0 else 1.0), 0.0
     if hi <= lo:
         return 1.0, lo
     slope = (hi - lo) / 65534.0
@@ -301,7 +325,31 @@ def _series_dataset(shape, modality, patient_id, study_uid, series_uid, frame_ui
     ds.PixelRepresentation = 1
     if modality == "CT":
         ds.RescaleType = "HU"
+        ds.KVP = ""  # type 2: unknown unless the caller gives it
+    # Type 2 / 2C elements that dciodvfy requires (present, possibly empty); callers override via dataset_tags.
+    # Image Laterality U (unpaired: chest, whole body) makes the series-level Laterality (2C) not required.
+    ds.ImageLaterality = "U"
+    ds.AcquisitionNumber = 1
+    if modality in ("CT", "MR"):
+        ds.PatientPosition = "HFS"
+    if modality == "PT":
+        ds.NumberOfSlices = shape[2]
+        ds.CountsSource = "EMISSION"
+        ds.CollimatorType = "NONE"
+        ds.FrameReferenceTime = "0"  # ms from the series reference time; per-slice values via slice_tags
+        ds.ActualFrameDuration = ""  # ms; unknown unless the caller gives it
+        ds.PatientOrientationCodeSequence = [_code("102538003", "SCT", "recumbent")]
+        ds.PatientOrientationCodeSequence[0].PatientOrientationModifierCodeSequence = [
+            _code("40199007", "SCT", "supine")]
+        ds.PatientGantryRelationshipCodeSequence = [_code("102540008", "SCT", "headfirst")]
     return ds
+
+
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    """One item of a DICOM code sequence."""
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
 
 
 def write_series(
@@ -317,8 +365,10 @@ def write_series(
     per_slice_rescale: bool = False,
     slice_tags: Callable[[int], dict] | None = None,
     series_description: str = "",
+    lock: bool = True,
 ) -> list[Path]:
-    """Write a volume as one DICOM series ``out_dir/1-NNN.dcm`` (folder written as ``.partial``, then renamed).
+    """Write a volume as one DICOM series ``out_dir/1-NNN.dcm`` (built in a work folder, then swapped into place
+    by :func:`bundles.fileio.atomic_dir`; ``lock=False`` inside another writer's private work folder).
 
     Args:
         volume: (X, Y, Z) real-world values (HU, Bq/ml, ...).
@@ -328,7 +378,13 @@ def write_series(
         patient_id, study_uid: identity; ``series_uid`` is derived from them and the description when None.
         dataset_tags: pydicom keyword -> value for every slice (applied after the defaults). Giving both
             ``RescaleSlope`` and ``RescaleIntercept`` fixes the pair (e.g. 1 and -1024 for CT); otherwise the pair
-            is fitted to the value range.
+            is fitted to the value range (for PT with RescaleIntercept 0, as the PET Image module requires).
+            The defaults include elements dciodvfy checks: ImageLaterality U (unpaired body part; a caller
+            imaging a paired part sets ImageLaterality / Laterality), AcquisitionNumber, PatientPosition HFS
+            for CT/MR, an empty KVP for CT; for PT NumberOfSlices, ImageIndex, CountsSource EMISSION,
+            CollimatorType NONE, FrameReferenceTime 0, an empty ActualFrameDuration and the patient orientation
+            code sequences (recumbent, supine, headfirst). The SUV tags (Units, SeriesType, CorrectedImage,
+            DecayCorrection, the radiopharmaceutical, acquisition times) are the caller's: no default is right.
         per_slice_rescale: fit a (slope, intercept) per slice instead of one for the series.
         slice_tags: slice index k -> extra keyword -> value for that slice (e.g. AcquisitionTime).
 
@@ -341,8 +397,6 @@ def write_series(
     if modality not in SOP_CLASS:
         raise ValueError(f"modality must be one of {sorted(SOP_CLASS)}, got {modality!r}")
     out_dir = Path(out_dir)
-    if out_dir.exists():
-        raise FileExistsError(f"{out_dir} already exists")
     dataset_tags = dict(dataset_tags or {})
     lps = np.diag([-1.0, -1.0, 1.0, 1.0]) @ affine
     dx, dy, dz = (float(np.linalg.norm(lps[:3, i])) for i in range(3))
@@ -355,14 +409,10 @@ def write_series(
     if "RescaleSlope" in dataset_tags and "RescaleIntercept" in dataset_tags:
         fixed = (float(dataset_tags.pop("RescaleSlope")), float(dataset_tags.pop("RescaleIntercept")))
     elif not per_slice_rescale:
-        fixed = _fit_rescale(volume)
+        fixed = _fit_rescale(volume, zero_intercept=modality == "PT")
 
     series_uid = series_uid or generate_uid(entropy_srcs=[study_uid, patient_id, modality, series_description])
     frame_uid = generate_uid(entropy_srcs=[study_uid, "FrameOfReferenceUID"])
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
     ds = _series_dataset(volume.shape, modality, patient_id, study_uid, series_uid, frame_uid, series_description,
                          row, col, dx, dy, dz)
     for keyword, value in dataset_tags.items():
@@ -371,9 +421,12 @@ def write_series(
     width = max(3, len(str(n)))
     names = []
     previous_slice_tags: dict = {}
-    try:
+    with atomic_dir(out_dir, record=None, setting="out_dir", lock=lock) as partial:
         for k in range(n):
-            slope, intercept = fixed if fixed is not None else _fit_rescale(volume[:, :, k])
+            if fixed is not None:
+                slope, intercept = fixed
+            else:
+                slope, intercept = _fit_rescale(volume[:, :, k], zero_intercept=modality == "PT")
             slope, intercept = float(_ds_str(slope)), float(_ds_str(intercept))  # the values a reader will see
             stored = np.rint((volume[:, :, k] - intercept) / slope)
             if stored.min() < -32768 or stored.max() > 32767:
@@ -390,6 +443,8 @@ def write_series(
             ds.RescaleIntercept = _ds_str(intercept)
             for keyword in previous_slice_tags:
                 delattr(ds, keyword)
+            if modality == "PT":
+                ds.ImageIndex = k + 1  # the PET Image module's slice index (1 = first slice of the series)
             previous_slice_tags = slice_tags(k) if slice_tags is not None else {}
             for keyword, value in previous_slice_tags.items():
                 setattr(ds, keyword, value)
@@ -397,8 +452,4 @@ def write_series(
             name = f"1-{k + 1:0{width}d}.dcm"
             ds.save_as(partial / name, enforce_file_format=True)
             names.append(name)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    os.replace(partial, out_dir)
     return [out_dir / name for name in names]

@@ -102,18 +102,18 @@ def _frame_values(ds: pydicom.Dataset, seg_path: Path, n_frames: int) -> np.ndar
         if bits == 1:
             raw = np.unpackbits(raw, bitorder="little")
         elif bits != 8:
-            raise BundleInputError(f"unsupported BitsAllocated {bits} for a SEG", path=seg_path, field="BitsAllocated")
+            raise BundleInputError(f"unsupported BitsAllocated {bits} for a SEG", path=seg_path, field="BitsAllocated",
+                                   hint='save the SEG as BINARY (1 bit) or FRACTIONAL (8 bit)')
         if raw.size < n_frames * rows * cols:
             raise BundleInputError(
                 f"pixel data holds {raw.size // (rows * cols)} frames, the frame descriptions list {n_frames}",
                 path=seg_path,
-                field="PixelData",
-            )
+                field="PixelData", hint='the SEG is malformed: export it again')
         values = raw[: n_frames * rows * cols].reshape(n_frames, rows, cols)
     if values.shape[0] != n_frames:
         raise BundleInputError(
-            f"{values.shape[0]} frames decoded, {n_frames} described", path=seg_path, field="NumberOfFrames"
-        )
+            f"{values.shape[0]} frames decoded, {n_frames} described", path=seg_path, field="NumberOfFrames",
+            hint='the SEG is malformed: export it again')
     if str(ds.get("SegmentationType", "BINARY")) == "FRACTIONAL":
         return (values > int(ds.get("MaximumFractionalValue", 255)) / 2).astype(np.uint8)
     return values.astype(np.uint8)
@@ -124,7 +124,8 @@ def _frame_tag(ds, frame, sequence: str, keyword: str, seg_path: Path):
     for groups in (frame, ds.SharedFunctionalGroupsSequence[0] if "SharedFunctionalGroupsSequence" in ds else None):
         if groups is not None and sequence in groups and keyword in groups[sequence][0]:
             return np.asarray([float(v) for v in groups[sequence][0][keyword]])
-    raise BundleInputError(f"frame without {sequence} > {keyword}", path=seg_path, field=keyword)
+    raise BundleInputError(f"frame without {sequence} > {keyword}", path=seg_path, field=keyword,
+                           hint='the SEG is malformed: export it again')
 
 
 def read_seg(seg_path, reference: DicomSeries) -> np.ndarray:
@@ -146,9 +147,11 @@ def read_seg(seg_path, reference: DicomSeries) -> np.ndarray:
     try:
         ds = pydicom.dcmread(seg_path)
     except Exception as err:  # pydicom raises several types for non-DICOM or truncated files
-        raise BundleInputError(f"unreadable DICOM file ({type(err).__name__}: {err})", path=seg_path) from err
+        raise BundleInputError(f"unreadable DICOM file ({type(err).__name__}: {err})", path=seg_path,
+                               hint='the file is damaged or not DICOM: export it again') from err
     if str(ds.get("SOPClassUID", "")) != SEG_SOP_CLASS:
-        raise BundleInputError("not a DICOM Segmentation object", path=seg_path, field="SOPClassUID")
+        raise BundleInputError("not a DICOM Segmentation object", path=seg_path, field="SOPClassUID",
+                               hint='point the seg path at a DICOM SEG file')
     ref_header = reference.headers[0]
     ref_uid = str(ref_header.SeriesInstanceUID)
     if "ReferencedSeriesSequence" in ds:
@@ -164,14 +167,12 @@ def read_seg(seg_path, reference: DicomSeries) -> np.ndarray:
         raise BundleInputError(
             "the SEG names no referenced series and its frame of reference differs from the image's",
             path=seg_path,
-            field="FrameOfReferenceUID",
-        )
+            field="FrameOfReferenceUID", hint='use the SEG made on this CT series')
     if (int(ds.Rows), int(ds.Columns)) != (int(ref_header.Rows), int(ref_header.Columns)):
         raise BundleInputError(
             f"SEG frames are {ds.Rows}x{ds.Columns}, the image {ref_header.Rows}x{ref_header.Columns}",
             path=seg_path,
-            field="Rows",
-        )
+            field="Rows", hint='use the SEG made on this CT series')
 
     frames = ds.PerFrameFunctionalGroupsSequence
     declared = int(ds.get("NumberOfFrames", len(frames)))
@@ -193,11 +194,12 @@ def read_seg(seg_path, reference: DicomSeries) -> np.ndarray:
         if not np.allclose(_frame_tag(ds, frame, "PlaneOrientationSequence", "ImageOrientationPatient", seg_path),
                            ref_iop, atol=1e-4):
             raise BundleInputError(
-                f"frame {i + 1} is not oriented like the image", path=seg_path, field="ImageOrientationPatient"
-            )
+                f"frame {i + 1} is not oriented like the image", path=seg_path, field="ImageOrientationPatient",
+                hint='use the SEG made on this CT series')
         if not np.allclose(_frame_tag(ds, frame, "PixelMeasuresSequence", "PixelSpacing", seg_path),
                            ref_spacing, rtol=1e-3):
-            raise BundleInputError(f"frame {i + 1} has another pixel spacing", path=seg_path, field="PixelSpacing")
+            raise BundleInputError(f"frame {i + 1} has another pixel spacing", path=seg_path, field="PixelSpacing",
+                                   hint='use the SEG made on this CT series')
         lps = _frame_tag(ds, frame, "PlanePositionSequence", "ImagePositionPatient", seg_path)
         ijk = (ras_to_voxel @ np.array([-lps[0], -lps[1], lps[2], 1.0]))[:3]
         k = int(round(ijk[2]))
@@ -205,8 +207,7 @@ def read_seg(seg_path, reference: DicomSeries) -> np.ndarray:
             raise BundleInputError(
                 f"frame {i + 1} at {list(lps)} mm is not on a slice of the image (voxel {np.round(ijk, 3).tolist()})",
                 path=seg_path,
-                field="ImagePositionPatient",
-            )
+                field="ImagePositionPatient", hint='use the SEG made on this CT series')
         segment = int(frame.SegmentIdentificationSequence[0].ReferencedSegmentNumber) if (
             "SegmentIdentificationSequence" in frame
         ) else 1

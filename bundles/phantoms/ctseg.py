@@ -12,8 +12,6 @@ and in scanner style: noise 8-40 HU, blur 0.5-1.0 px and noise grain 0.4-1.0 px 
 
 from __future__ import annotations
 
-import os
-import shutil
 from pathlib import Path
 
 import nibabel as nib
@@ -21,8 +19,9 @@ import numpy as np
 from pydicom.uid import generate_uid
 
 from bundles.errors import BundleInputError
-from bundles.fileio import atomic_path
+from bundles.fileio import atomic_dir, atomic_path
 from bundles.io.dicom_series import write_series
+from bundles.phantoms import write_demo_record
 from bundles.phantoms.chest import finish, make_chest
 from bundles.phantoms.parallel import map_patients
 
@@ -54,7 +53,7 @@ def _patient(out: Path, pid: str, index: int, seed: int, size: int, slices: int)
         _save_nifti(hu[:, :, k], affine, folder / f"ct_s{k:03d}.nii.gz")
         _save_nifti(chest.labels[:, :, k], affine, folder / f"label_s{k:03d}.nii.gz")
     study_uid = generate_uid(entropy_srcs=["ctseg", str(seed), pid, "study"])
-    write_series(hu, chest.affine, folder / "dicom", modality="CT", patient_id=pid, study_uid=study_uid,
+    write_series(hu, chest.affine, folder / "dicom", lock=False, modality="CT", patient_id=pid, study_uid=study_uid,
                  series_description="CHEST AXIAL", dataset_tags={"RescaleSlope": 1, "RescaleIntercept": -1024})
 
 
@@ -68,17 +67,12 @@ def write_ctseg_cohort(out_dir, subjects: int = 12, slices_per_subject: int = 20
         workers: processes writing patients (default up to 4); the output does not depend on it.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise BundleInputError("output folder already exists", path=out_dir, hint="choose a new folder or delete it")
     if subjects < 1 or slices_per_subject < 1:
-        raise BundleInputError("subjects and slices_per_subject must be at least 1", field="subjects")
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    calls = [(partial, f"CT-{i + 1:03d}", i, seed, size, slices_per_subject) for i in range(subjects)]
-    map_patients(_patient, calls, workers, "ctseg")
-    if out_dir.exists():
-        out_dir.rmdir()
-    os.replace(partial, out_dir)
+        raise BundleInputError("subjects and slices_per_subject must be at least 1", field="subjects",
+                               hint="pass at least one subject and one slice")
+    with atomic_dir(out_dir, record=None, setting="out_dir") as work:
+        calls = [(work, f"CT-{i + 1:03d}", i, seed, size, slices_per_subject) for i in range(subjects)]
+        map_patients(_patient, calls, workers, "ctseg")
+        write_demo_record(work, "ctseg demo cohort", subjects=subjects, slices_per_subject=slices_per_subject,
+                          size=size, seed=seed)
     return out_dir

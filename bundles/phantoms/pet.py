@@ -11,8 +11,6 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
 from datetime import datetime, timedelta
 from pathlib import Path
 
@@ -24,8 +22,10 @@ from pydicom.sequence import Sequence
 from scipy.ndimage import gaussian_filter
 
 from bundles.errors import BundleInputError
+from bundles.fileio import atomic_dir, atomic_write_text
 from bundles.io.dicom_series import write_series
 from bundles.io.pet_datalist import CLASSES
+from bundles.phantoms import write_demo_record
 
 SPACING_MM = (4.06, 4.06, 2.0)  # the paper's voxels: x (left-right), y (anterior-posterior), z (slices)
 DEMO_SHAPE = (64, 40, 180)  # (X, Y, Z): 260 x 162 x 360 mm, a scaled-down body from the head to the pelvis
@@ -176,6 +176,13 @@ def simulate_pet_suv(shape=DEMO_SHAPE, spacing_mm=SPACING_MM, label: str = "norm
     return suv, info
 
 
+def _code(value: str, scheme: str, meaning: str) -> Dataset:
+    """One item of a DICOM code sequence."""
+    item = Dataset()
+    item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
+    return item
+
+
 def _philips_private(files: list[Path], suv_scale: float | None, activity_scale: float) -> None:
     """Add the Philips PET private group (7053,00xx) to written files (inside the cohort's .partial folder)."""
     for path in files:
@@ -225,6 +232,8 @@ def _write_study(root: Path, patient_id: str, index: int, label: str, variant: s
     rp.RadionuclideTotalDose = pydicom.valuerep.format_number_as_ds(dose)
     rp.RadionuclideHalfLife = "6586.2"
     rp.RadionuclidePositronFraction = "0.9673"
+    rp.RadionuclideCodeSequence = Sequence([_code("77004003", "SCT", "^18^Fluorine")])
+    rp.RadiopharmaceuticalCodeSequence = Sequence([_code("35321007", "SCT", "Fluorodeoxyglucose F^18^")])
     if variant == "timezone":
         utc = injection - timedelta(hours=2)  # local clock is UTC+2
         rp.RadiopharmaceuticalStartDateTime = dt(utc) + "+0000"
@@ -254,14 +263,18 @@ def _write_study(root: Path, patient_id: str, index: int, label: str, variant: s
 
     def slice_tags(k: int) -> dict:
         acquired = scan + timedelta(seconds=bed_s * min(k * beds // nz, beds - 1))
-        extra = {"AcquisitionDate": da(acquired), "AcquisitionTime": tm(acquired), "ImageIndex": k + 1}
+        # FrameReferenceTime: ms from the acquisition start (the series reference time of DecayCorrection START)
+        # to the start of this slice's bed position; every bed lasts bed_s.
+        extra = {"AcquisitionDate": da(acquired), "AcquisitionTime": tm(acquired), "ImageIndex": k + 1,
+                 "FrameReferenceTime": pydicom.valuerep.format_number_as_ds((acquired - scan).total_seconds() * 1000),
+                 "ActualFrameDuration": bed_s * 1000}
         if variant not in ("midnight_tm", "timezone"):
             extra["AcquisitionDateTime"] = dt(acquired)
         return extra
 
     study_uid = pydicom.uid.generate_uid(entropy_srcs=[str(seed), patient_id, "study"])
     series_dir = root / patient_id / f"{da(scan)}-FDG-PET-WB" / "PET_WB_AC"
-    files = write_series(activity, affine, series_dir, modality="PT", patient_id=patient_id, study_uid=study_uid,
+    files = write_series(activity, affine, series_dir, lock=False, modality="PT", patient_id=patient_id, study_uid=study_uid,
                          dataset_tags=tags, per_slice_rescale=variant == "ge_slope", slice_tags=slice_tags,
                          series_description="PET WB AC")
     philips_suv = None
@@ -285,7 +298,7 @@ def _csv_text(rows: list[dict]) -> str:
 
 
 def write_pet_cohort(out_dir, subjects: int = 10, seed: int = 0, shape=DEMO_SHAPE) -> Path:
-    """Write the PET demo cohort (folder written as ``<out_dir>.partial``, then renamed).
+    """Write the PET demo cohort (built in a work folder, swapped into place when complete).
 
     Layout: ``<out>/<PatientID>/<study>/<series>/1-NNN.dcm`` (PatientIDs ``PET-001``, ...), ``<out>/labels.csv``
     (patient_id,label), ``<out>/truth/<PatientID>_suv.nii.gz`` (true SUV, float32, same RAS affine) and
@@ -300,28 +313,18 @@ def write_pet_cohort(out_dir, subjects: int = 10, seed: int = 0, shape=DEMO_SHAP
     """
     out_dir = Path(out_dir)
     if subjects < 1:
-        raise BundleInputError(f"subjects must be at least 1, got {subjects}", field="subjects")
-    if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
-        raise BundleInputError("the output folder already exists and is not empty", path=out_dir,
-                               hint="remove it or choose another --out")
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    (partial / "truth").mkdir(parents=True)
-    try:
+        raise BundleInputError(f"subjects must be at least 1, got {subjects}", field="subjects",
+                               hint='pass --subjects 1 or more')
+    with atomic_dir(out_dir, record=None, setting="out_dir") as work:
+        (work / "truth").mkdir()
         rows = []
         for i in range(subjects):
-            rows.append(_write_study(partial, f"PET-{i + 1:03d}", i, CLASSES[i % len(CLASSES)],
+            rows.append(_write_study(work, f"PET-{i + 1:03d}", i, CLASSES[i % len(CLASSES)],
                                      VARIANTS[i % len(VARIANTS)], seed, tuple(shape)))
-        (partial / "labels.csv").write_text(_csv_text([{"patient_id": r["patient_id"], "label": r["label"]}
-                                                       for r in rows]))
-        (partial / "truth" / "studies.csv").write_text(_csv_text(rows))
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if out_dir.exists():
-        out_dir.rmdir()
-    os.replace(partial, out_dir)
+        atomic_write_text(_csv_text([{"patient_id": r["patient_id"], "label": r["label"]} for r in rows]),
+                          work / "labels.csv")
+        atomic_write_text(_csv_text(rows), work / "truth" / "studies.csv")
+        write_demo_record(work, "pet demo cohort", subjects=subjects, seed=seed, shape=list(shape))
     return out_dir
 
 
