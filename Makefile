@@ -29,5 +29,6 @@ test-fast: $(STAMP)
 demo: $(STAMP)
 	$(PY) tools/demo.py
 
-clean-outputs:
-	rm -rf outputs demo_data */outputs */data
+# removes exactly what `make demo` created (listed in .demo_outputs.json), never anything else
+clean-outputs: $(STAMP)
+	$(PY) tools/demo.py --clean

@@ -8,6 +8,11 @@ from bundles.errors import BundleInputError, install_excepthook
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
+def bundle_names() -> list[str]:
+    """The bundles of this repository, found by their folders: ``<name>_bundle/configs/metadata.json``."""
+    return sorted(path.parents[1].name.removesuffix("_bundle") for path in REPO_ROOT.glob("*_bundle/configs/metadata.json"))
+
+
 def bundle_root(name: str) -> str:
     """Absolute path of a bundle folder of this repository (``radiogenomic_bundle`` and so on).
 
@@ -22,4 +27,4 @@ def bundle_root(name: str) -> str:
 if Path(sys.argv[0]).parts[-3:] == ("monai", "bundle", "__main__.py"):
     install_excepthook()
 
-__all__ = ["BundleInputError", "REPO_ROOT", "bundle_root"]
+__all__ = ["BundleInputError", "REPO_ROOT", "bundle_names", "bundle_root"]

@@ -1,10 +1,16 @@
-"""Export a bundle's trained generator to TorchScript (MONAI's ``ckpt_export``) and ONNX, and check both.
+"""The export step: a trained run's generator -> the bundle's ``models/`` (model-zoo layout), checked.
 
-Each bundle's ``inference.json`` defines ``network_def`` (the generator), ``ckpt_path`` (a checkpoint
-with a "generator" entry) and ``export_inputs`` (a tuple of example input tensors); ``metadata.json``
-names the inputs and outputs in ``network_data_format``. The checks run the exported files on the same
-inputs (same noise) as the eager network: TorchScript in a fresh Python process that never imports
-``bundles`` (so the file is self-contained), ONNX with onnxruntime.
+Writes, for a model name (``model``, or ``baseline_model`` for the radiogenomic MC-GAN baseline)::
+
+    models/<name>.pt            the generator's bare state dict (what MONAI's ckpt_export and the zoo expect)
+    models/<name>.json          its record: network settings, input conventions, bundle version, weights checksum
+    models/<name>.ts            TorchScript (MONAI ``ckpt_export``, config and metadata embedded)
+    models/<name>.onnx          ONNX (optional)
+    models/<name>_export.json   the largest differences from the eager generator on the same inputs
+
+The TorchScript file is checked in a Python process that never imports ``bundles`` (so the file is
+self-contained) to 1e-5, the ONNX file with onnxruntime to 1e-4. An existing ``<name>.pt`` is replaced only
+with ``overwrite``; exporting from ``models/<name>.pt`` itself re-creates the TorchScript and ONNX files only.
 """
 
 from __future__ import annotations
@@ -18,9 +24,9 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser, ckpt_export
 
-from bundles.engines.handlers import load_checkpoint, load_state_into
 from bundles.errors import BundleInputError
-from bundles.fileio import atomic_path, atomic_write_text
+from bundles.fileio import atomic_path, atomic_torch_save, atomic_write_text, folder_lock
+from bundles.models import Model, read_model, record_path
 
 TORCHSCRIPT_TOLERANCE = 1e-5
 ONNX_TOLERANCE = 1e-4
@@ -39,6 +45,8 @@ print(json.dumps({"max_abs_diff": diff}))
 
 @dataclass
 class ExportReport:
+    model: str
+    sha256: str
     torchscript: str
     torchscript_max_abs_diff: float
     onnx: str | None
@@ -49,100 +57,104 @@ def _as_tuple(outputs) -> tuple[torch.Tensor, ...]:
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
-def load_bundle_generator(bundle_dir: str | Path, ckpt_path: str | Path | None = None, **overrides):
-    """Parse a bundle's inference config and return ``(parser, generator in eval mode, checkpoint path)``."""
-    bundle_dir = Path(bundle_dir)
-    config = bundle_dir / "configs" / "inference.json"
+def default_name(model: Model) -> str:
+    """``baseline_model`` for the radiogenomic MC-GAN baseline, ``model`` for every other generator."""
+    return "baseline_model" if model.network.get("model_type") == "baseline" else "model"
+
+
+def _bundle_parser(bundle_dir: Path, model_path: Path) -> ConfigParser:
     parser = ConfigParser()
     parser.read_meta(bundle_dir / "configs" / "metadata.json")
-    parser.read_config(config)
+    parser.read_config(bundle_dir / "configs" / "inference.json")
     parser["bundle_root"] = str(bundle_dir)
-    for key, value in overrides.items():
-        parser[key] = value
-    ckpt_path = Path(ckpt_path or parser.get_parsed_content("ckpt_path"))
-    checkpoint = load_checkpoint(ckpt_path)
-    if "generator" not in checkpoint:
-        raise BundleInputError("checkpoint has no 'generator' entry", path=ckpt_path, field="generator")
-    generator = parser.get_parsed_content("network_def", instantiate=True)
-    load_state_into(generator, checkpoint["generator"], ckpt_path, "generator")
-    return parser, generator.eval(), ckpt_path
+    parser["ckpt_path"] = str(model_path)
+    return parser
 
 
-def export_generator(
+def write_model(model: Model, target: Path, bundle_dir: Path) -> None:
+    """``target`` (bare weights) and its record beside it."""
+    metadata = json.loads((bundle_dir / "configs" / "metadata.json").read_text())
+    record = {"network": model.network, "inputs": model.inputs, "bundle": bundle_dir.name,
+              "bundle_version": metadata.get("version"), "sha256": model.sha256, "source": str(model.path)}
+    atomic_torch_save(model.state, target)
+    atomic_write_text(json.dumps(record, indent=1), record_path(target))
+
+
+def export_model(
     bundle_dir: str | Path,
-    ckpt_path: str | Path | None = None,
-    out_dir: str | Path | None = None,
+    source: str | Path,
+    *,
+    name: str | None = None,
+    models_dir: str | Path | None = None,
+    overwrite: bool = False,
     onnx: bool = True,
-    **overrides,
 ) -> ExportReport:
-    """Write ``generator.ts`` (and ``generator.onnx``) to ``out_dir`` and check them against eager outputs.
+    """Export the generator of ``source`` (a training checkpoint, or exported weights with their record).
 
     Raises:
-        RuntimeError: an exported file differs from the eager network by more than the tolerance
-            (1e-5 TorchScript, 1e-4 ONNX).
+        BundleInputError: an unreadable source, or an existing ``models/<name>.pt`` without ``overwrite``.
+        RuntimeError: an exported file differs from the eager network by more than the tolerance.
     """
-    bundle_dir = Path(bundle_dir)
-    parser, generator, ckpt_path = load_bundle_generator(bundle_dir, ckpt_path, **overrides)
-    out_dir = Path(out_dir or Path(parser.get_parsed_content("output_dir")) / "export")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    formats = parser.get("_meta_#network_data_format", {})
-    input_names = list(formats.get("inputs", {}))
-    output_names = list(formats.get("outputs", {}))
+    bundle_dir = Path(bundle_dir).resolve()
+    model = read_model(source)
+    models_dir = Path(models_dir or bundle_dir / "models").resolve()
+    name = name or default_name(model)
+    target = models_dir / f"{name}.pt"
+    with folder_lock(models_dir):
+        if Path(source).resolve() != target:
+            if target.exists() and not overwrite:
+                raise BundleInputError("an exported model is already there", path=target, field="name",
+                                       hint="pass --overwrite to replace it, or --name <another name>")
+            write_model(model, target, bundle_dir)
+        parser = _bundle_parser(bundle_dir, target)
+        generator = model.load("cpu")
+        torch.manual_seed(0)
+        inputs = tuple(parser.get_parsed_content("export_inputs"))
+        with torch.no_grad():
+            eager = _as_tuple(generator(*inputs))
 
-    torch.manual_seed(0)
-    inputs = tuple(parser.get_parsed_content("export_inputs"))
-    with torch.no_grad():
-        eager = _as_tuple(generator(*inputs))
+        ts_path = models_dir / f"{name}.ts"
+        with atomic_path(ts_path) as tmp:
+            ckpt_export(net_id="network_def", filepath=str(tmp), ckpt_file=str(target),
+                        meta_file=str(bundle_dir / "configs" / "metadata.json"),
+                        config_file=str(bundle_dir / "configs" / "inference.json"),
+                        bundle_root=str(bundle_dir), ckpt_path=str(target))
+        ts_diff = _check_torchscript(ts_path, inputs, eager, models_dir / f".{name}_export_check.pt")
 
-    ts_path = out_dir / "generator.ts"
-    with atomic_path(ts_path) as tmp:
-        ckpt_export(
-            net_id="network_def",
-            filepath=str(tmp),
-            ckpt_file=str(ckpt_path),
-            meta_file=str(bundle_dir / "configs" / "metadata.json"),
-            config_file=str(bundle_dir / "configs" / "inference.json"),
-            key_in_ckpt="generator",
-            bundle_root=str(bundle_dir),
-            **overrides,
-        )
-    check_file = out_dir / "export_check.pt"
+        onnx_path, onnx_diff = None, None
+        if onnx:
+            formats = parser.get("_meta_#network_data_format", {})
+            onnx_path = models_dir / f"{name}.onnx"
+            onnx_diff = _export_onnx(generator, inputs, eager, onnx_path, list(formats.get("inputs", {})),
+                                     list(formats.get("outputs", {})))
+        report = ExportReport(str(target), model.sha256, str(ts_path), ts_diff,
+                              None if onnx_path is None else str(onnx_path), onnx_diff)
+        atomic_write_text(json.dumps(asdict(report), indent=2), models_dir / f"{name}_export.json")
+    return report
+
+
+def _check_torchscript(ts_path: Path, inputs, eager, check_file: Path) -> float:
     with atomic_path(check_file) as tmp:
         torch.save({"inputs": inputs, "outputs": eager}, tmp)
-    result = subprocess.run(
-        [sys.executable, "-c", _CHECK_TORCHSCRIPT, str(ts_path), str(check_file)],
-        capture_output=True,
-        text=True,
-    )
+    try:
+        result = subprocess.run([sys.executable, "-c", _CHECK_TORCHSCRIPT, str(ts_path), str(check_file)],
+                                capture_output=True, text=True)
+    finally:
+        check_file.unlink(missing_ok=True)
     if result.returncode != 0:
         raise RuntimeError(f"TorchScript check of {ts_path} failed:\n{result.stderr[-2000:]}")
-    ts_diff = json.loads(result.stdout.strip().splitlines()[-1])["max_abs_diff"]
-    if ts_diff > TORCHSCRIPT_TOLERANCE:
-        raise RuntimeError(f"{ts_path} differs from the eager generator by {ts_diff:.2e} > {TORCHSCRIPT_TOLERANCE}")
-
-    onnx_path, onnx_diff = None, None
-    if onnx:
-        onnx_path = out_dir / "generator.onnx"
-        onnx_diff = _export_onnx(generator, inputs, eager, onnx_path, input_names, output_names)
-
-    report = ExportReport(str(ts_path), ts_diff, None if onnx_path is None else str(onnx_path), onnx_diff)
-    atomic_write_text(json.dumps(asdict(report), indent=2), out_dir / "export_report.json")
-    return report
+    diff = json.loads(result.stdout.strip().splitlines()[-1])["max_abs_diff"]
+    if diff > TORCHSCRIPT_TOLERANCE:
+        raise RuntimeError(f"{ts_path} differs from the eager generator by {diff:.2e} > {TORCHSCRIPT_TOLERANCE}")
+    return diff
 
 
 def _export_onnx(generator, inputs, eager, path: Path, input_names, output_names) -> float:
     import onnxruntime
 
     with atomic_path(path) as tmp:
-        torch.onnx.export(
-            generator,
-            inputs,
-            str(tmp),
-            input_names=input_names or None,
-            output_names=output_names or None,
-            dynamo=True,
-            external_data=False,
-        )
+        torch.onnx.export(generator, inputs, str(tmp), input_names=input_names or None,
+                          output_names=output_names or None, dynamo=True, external_data=False)
     session = onnxruntime.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     feeds = {arg.name: t.numpy() for arg, t in zip(session.get_inputs(), inputs, strict=True)}
     outputs = session.run(None, feeds)

@@ -17,5 +17,5 @@ def test_false_values_including_the_string_false(value):
 
 
 def test_other_words_are_refused_with_the_setting_named():
-    with pytest.raises(BundleInputError, match=r"\[resume\].*'maybe'"):
+    with pytest.raises(BundleInputError, match=r"resume: expected true or false, got 'maybe'"):
         as_flag("maybe", "resume")

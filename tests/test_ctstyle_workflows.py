@@ -5,14 +5,14 @@ import sys
 import warnings
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
+from bundle_cases import CTSTYLE, prepare_case, run_workflow, tree_hash, user_error
 
 from bundles.engines.ctstyle import CTStyleTrainer, map_to_display
-from bundles.errors import BundleInputError
 from bundles.evaluation.style_metrics import (
     GROUPS,
     dice_per_group,
@@ -20,6 +20,7 @@ from bundles.evaluation.style_metrics import (
     mean_pairwise_ssim,
     threshold_resegmentation,
 )
+from bundles.models import Model
 from bundles.networks.ctstyle import CTStyleDiscriminator, CTStyleGenerator
 from bundles.networks.vgg import VGG19Features
 from bundles.transforms.labels import LabelToOneHot
@@ -28,7 +29,6 @@ from bundles.workflows.ctstyle_inference import run_inference
 sys.path.insert(0, str(Path(__file__).parent))
 from test_ctstyle_labels import toy_map  # noqa: E402
 
-CONFIGS = Path(__file__).resolve().parents[1] / "ctstyle_bundle" / "configs"
 TINY_G = {"base_channels": 4, "num_levels": 3, "max_channels": 8, "noise_grid": 4}
 HU_OF = {0: -1000.0, 50: 40.0, 100: -850.0, 150: 45.0, 200: 450.0, 230: 30.0}
 
@@ -77,39 +77,60 @@ def test_trainer_two_iterations_loss_terms_and_grid_columns(w_ms):
     assert float(map_to_display(onehot).min()) == -1.0 and float(map_to_display(onehot).max()) == 1.0
 
 
+def tiny_model(size: int = 32) -> Model:
+    """An untrained tiny generator as a model read from disk (its record and weights)."""
+    torch.manual_seed(0)
+    network = {"builder": "bundles.networks.ctstyle.CTStyleGenerator", "noise_dim": 200, **TINY_G}
+    generator = CTStyleGenerator(**TINY_G)
+    return Model(Path("tiny.pt"), network, {"image_size": size}, generator.state_dict())
+
+
 def test_inference_geometry_seeds_and_perturbation(tmp_path):
     label = toy_map(32)
     affine = np.array([[-0.8, 0, 0, 12.0], [0, -0.8, 0, -5.0], [0, 0, 2.5, 30.0], [0, 0, 0, 1]])
     (tmp_path / "P1").mkdir()
     nib.save(nib.Nifti1Image(label[0].numpy().astype(np.uint8), affine), str(tmp_path / "P1" / "label_s000.nii.gz"))
     nib.save(nib.Nifti1Image(toy_ct_hu(label, 1), affine), str(tmp_path / "style.nii.gz"))
-    torch.manual_seed(0)
-    g = CTStyleGenerator(**TINY_G).eval()
+    model = tiny_model()
     out = tmp_path / "out"
-    manifest = run_inference(g, tmp_path / "P1" / "label_s000.nii.gz", tmp_path / "style.nii.gz", out, seeds=[3, 4],
-                             perturb=True, perturb_magnitude_px=2.0, perturb_smoothness_px=6.0)
+    manifest = run_inference(model, tmp_path / "P1" / "label_s000.nii.gz", out, style_image=tmp_path / "style.nii.gz",
+                             seeds=[3, 4], perturb=True, perturb_magnitude_px=2.0, perturb_smoothness_px=6.0)
     assert [m["seed"] for m in manifest] == [3, 4]
-    a, b = (nib.load(m["image"]) for m in manifest)
+    assert [m["image"] for m in manifest] == ["map00/seed_003.nii.gz", "map00/seed_004.nii.gz"]  # no input ID
+    a, b = (nib.load(out / m["image"]) for m in manifest)
     np.testing.assert_allclose(a.affine, affine)
+    assert a.header["descrip"].tobytes().startswith(b"SYNTHETIC")
     arr_a, arr_b = np.asarray(a.dataobj), np.asarray(b.dataobj)
     assert arr_a.shape == (32, 32) and arr_a.dtype == np.float32
     assert -1000.0 <= arr_a.min() and arr_a.max() <= 500.0
     assert np.abs(arr_a - arr_b).mean() > 1.0  # seeds give distinct images
-    perturbed = np.asarray(nib.load(manifest[0]["label"]).dataobj)
+    perturbed = np.asarray(nib.load(out / manifest[0]["label"]).dataobj)
     assert set(np.unique(perturbed)) <= {0, 50, 100, 150, 200, 230} and (perturbed != label[0].numpy()).any()
-    assert Path(manifest[0]["png"]).stat().st_size > 1000
-    assert json.loads((out / "manifest.json").read_text()) == manifest
-    assert not list(out.glob("*.partial"))
-    # A map of another size than the style image is refused before anything is written.
+    png = plt.imread(out / manifest[0]["png"])
+    assert png.ndim == 3 and png.std() > 0.05
+    stored = json.loads((out / "manifest.json").read_text())
+    assert stored["images"] == manifest and stored["maps"] == [str(tmp_path / "P1" / "label_s000.nii.gz")]
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
+    # A map of another size than the model's is refused before anything is written.
     nib.save(nib.Nifti1Image(np.zeros((16, 16), np.uint8), affine), str(tmp_path / "small.nii.gz"))
-    with pytest.raises(BundleInputError, match="differs from the style image"):
-        run_inference(g, tmp_path / "small.nii.gz", tmp_path / "style.nii.gz", tmp_path / "out2")
-    assert not (tmp_path / "out2").exists()
+    assert "differs from the model's" in str(user_error(run_inference, model, tmp_path / "small.nii.gz", tmp_path / "o2"))
+    assert not (tmp_path / "o2").exists()
     bad = label[0].numpy().astype(np.uint8)
     bad[0, 0] = 77
     nib.save(nib.Nifti1Image(bad, affine), str(tmp_path / "bad.nii.gz"))
-    with pytest.raises(BundleInputError, match="77"):
-        run_inference(g, tmp_path / "bad.nii.gz", tmp_path / "style.nii.gz", tmp_path / "out3")
+    assert "77" in str(user_error(run_inference, model, tmp_path / "bad.nii.gz", tmp_path / "o3"))
+
+
+def test_inference_never_replaces_a_folder_it_did_not_write(tmp_path):
+    label = toy_map(32)
+    nib.save(nib.Nifti1Image(label[0].numpy().astype(np.uint8), np.eye(4)), str(tmp_path / "label.nii.gz"))
+    precious = tmp_path / "run"
+    (precious / "checkpoints").mkdir(parents=True)
+    (precious / "checkpoints" / "checkpoint_latest.pt").write_bytes(b"weights")
+    before = tree_hash(precious)
+    error = user_error(run_inference, tiny_model(), tmp_path / "label.nii.gz", precious, seeds=[0])
+    assert "never replaced" in str(error) and error.field == "inference_dir"
+    assert tree_hash(precious) == before
 
 
 def test_resegmentation_dice_and_ssim():
@@ -124,40 +145,37 @@ def test_resegmentation_dice_and_ssim():
 
 
 @pytest.mark.slow
-def test_train_json_two_iterations_then_inference_and_evaluation(tmp_path):
-    pytest.importorskip("bundles.phantoms.ctseg")
-    pytest.importorskip("bundles.io.datalists")
+def test_preparation_training_export_inference_and_evaluation_from_the_configs(tmp_path):
+    from bundles.export import export_model
     from bundles.phantoms.ctseg import write_ctseg_cohort
 
     raw = write_ctseg_cohort(tmp_path / "raw", subjects=4, size=32, seed=1)
-    common = {"bundle_root": str(CONFIGS.parent), "dataset_dir": str(raw), "output_dir": str(tmp_path / "out"),
-              "g_base_channels": 4, "g_num_levels": 3, "g_max_channels": 8}
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / "train.json"))
-    settings = {**common, "image_size": 32, "loss_size": None, "d_base_channels": 4, "d_num_layers": 2,
-                "d_max_channels": 8, "train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2}
-    for key, value in settings.items():
-        parser[key] = value
-    parser.get_parsed_content("training")
-    trainer = parser.get_parsed_content("train#trainer")
+    raw_hash = tree_hash(raw)
+    prepare_case(CTSTYLE, raw, tmp_path / "prepared")
+    datalist = json.loads((tmp_path / "prepared" / "datalist.json").read_text())
+    assert datalist["style"]["patient_id"] == "CT-004" and {e["patient_id"] for e in datalist["evaluation"]} == {"CT-003"}
+    settings = {**CTSTYLE.train_settings(tmp_path / "prepared", tmp_path / "out"), "loss_size": None,
+                "train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2}
+    workflow = run_workflow(CTSTYLE, "training", "train.json", **settings)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 2
     assert {"d_total", "g_style", "g_content", "g_tv", "g_mode_seeking", "g_total"} <= set(trainer.state.output[0]["loss"])
-    assert (tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt").exists()
-    assert (tmp_path / "out" / "samples" / "epoch_0001.png").exists()
+    assert plt.imread(tmp_path / "out" / "samples" / "epoch_0001.png").std() > 0.05
+    assert tree_hash(raw) == raw_hash
 
-    inference = ConfigParser()
-    inference.read_config(str(CONFIGS / "inference.json"))
-    for key, value in {**common, "seeds": [0, 1]}.items():
-        inference[key] = value
-    manifest = inference.get_parsed_content("inference")
-    first = nib.load(manifest[0]["image"])
-    np.testing.assert_allclose(first.affine, nib.load(manifest[0]["map"]).affine)
+    bundle = tmp_path / "bundle"
+    import shutil
 
-    evaluation = ConfigParser()
-    evaluation.read_config(str(CONFIGS / "evaluate.json"))
-    for key, value in {**common, "seeds": [0, 1], "max_maps": 1}.items():
-        evaluation[key] = value
-    result = evaluation.get_parsed_content("evaluation")
+    shutil.copytree(CTSTYLE.root, bundle, ignore=shutil.ignore_patterns("data", "outputs", "models"))
+    export_model(bundle, tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt", onnx=False)
+    common = {"bundle_root": str(bundle), "dataset_dir": str(tmp_path / "prepared"), "output_dir": str(tmp_path / "res")}
+    run_workflow(CTSTYLE, "inference", "inference.json", **common, seeds=[0, 1])
+    manifest = json.loads((tmp_path / "res" / "inference" / "manifest.json").read_text())
+    first = nib.load(tmp_path / "res" / "inference" / manifest["images"][0]["image"])
+    np.testing.assert_allclose(first.affine, nib.load(manifest["maps"][0]).affine)
+
+    run_workflow(CTSTYLE, "evaluation", "evaluate.json", **common, seeds=[0, 1], max_maps=1, loss_size=None)
+    result = json.loads((tmp_path / "res" / "evaluation" / "evaluation.json").read_text())
     assert set(result["passed"]) == {"gram_reduction", "dice", "pairwise_ssim"}
-    for name in ("evaluation.json", "examples.png", "gram_distances.png", "organ_hu.png", "resegmentation.png"):
-        assert (tmp_path / "out" / "evaluation" / name).stat().st_size > 100
+    for name in ("examples.png", "gram_distances.png", "organ_hu.png", "resegmentation.png"):
+        assert plt.imread(tmp_path / "res" / "evaluation" / name).ndim == 3

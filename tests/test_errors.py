@@ -1,17 +1,20 @@
-"""Input errors reach the user as one line naming file and field, also through MONAI's bundle CLI."""
+"""The error boundary: a user's mistake reaches them as one line `error: <where>: <what> -> <what to do>`."""
 
+import ast
+import errno
 import subprocess
 import sys
 
 import pytest
-from bundle_cases import ENV, REPO
+from bundle_cases import ENV, ERROR_LINE, REPO
 
-from bundles.errors import BundleInputError, find_input_error
+from bundles.errors import BundleInputError, as_input_error, find_input_error
 
 
 def test_message_names_file_field_and_hint():
     err = BundleInputError("tag missing", path="/data/a.dcm", field="PatientWeight", hint="add the weight")
-    assert str(err) == "/data/a.dcm: [PatientWeight] tag missing -> add the weight"
+    assert str(err) == "/data/a.dcm [PatientWeight]: tag missing -> add the weight"
+    assert str(BundleInputError("bad", field="lr", hint="fix it")) == "lr: bad -> fix it"
 
 
 def test_found_behind_the_wrapping_of_the_config_parser():
@@ -25,6 +28,35 @@ def test_found_behind_the_wrapping_of_the_config_parser():
     assert find_input_error(ValueError("other")) is None
 
 
+@pytest.mark.parametrize(("code", "words"), [(errno.ENOSPC, "no space left"), (errno.EACCES, "permission denied"),
+                                            (errno.EROFS, "read-only")])
+def test_the_environment_s_os_errors_become_user_errors_naming_the_file(code, words):
+    try:
+        try:
+            raise OSError(code, "boom", "/out/checkpoint.pt")
+        except OSError as inner:
+            raise RuntimeError("Failed to evaluate ConfigExpression") from inner
+    except RuntimeError as outer:
+        error = as_input_error(outer)
+    assert error.path == "/out/checkpoint.pt" and words in str(error)
+    assert ERROR_LINE.match(f"error: {error}")
+    assert as_input_error(OSError(errno.ENOENT, "missing", "x")) is None  # a bug or a missing check: traceback
+    assert as_input_error(KeyError("x")) is None
+
+
+def test_every_user_error_in_the_code_names_a_place_and_what_to_do():
+    """Each BundleInputError raised by the library and tools has a file or setting and a hint, so the CLI line
+    always has the `<where>: <what> -> <what to do>` form."""
+    missing = []
+    for path in sorted([*(REPO / "bundles").rglob("*.py"), *(REPO / "tools").rglob("*.py")]):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "BundleInputError":
+                keywords = {k.arg for k in node.keywords}
+                if "hint" not in keywords or not keywords & {"path", "field"}:
+                    missing.append(f"{path.relative_to(REPO)}:{node.lineno}")
+    assert not missing, missing
+
+
 @pytest.mark.slow
 def test_bundle_cli_prints_one_clear_line_for_a_missing_checkpoint(tmp_path):
     missing = tmp_path / "nowhere.pt"
@@ -35,5 +67,6 @@ def test_bundle_cli_prints_one_clear_line_for_a_missing_checkpoint(tmp_path):
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120,
     )
     assert result.returncode != 0
-    assert f"error: {missing}: checkpoint file not found" in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"error: {missing}: checkpoint file not found -> ") and ERROR_LINE.match(last)
     assert "Traceback" not in result.stderr

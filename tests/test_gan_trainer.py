@@ -1,21 +1,19 @@
 """The shared adversarial trainer: loop, loss dict, sample grid, atomic checkpoints, exact resume."""
 
+import json
 import pickle
 
+import matplotlib.pyplot as plt
 import pytest
 import torch
 from ignite.engine import Events
 from torch.utils.data import DataLoader
 
 from bundles.engines.gan_trainer import AdversarialTrainer
-from bundles.engines.handlers import (
-    AtomicCheckpointSaver,
-    CheckpointResumer,
-    SampleGridSaver,
-    load_checkpoint,
-)
+from bundles.engines.handlers import AtomicCheckpointSaver, CheckpointResumer, SampleGridSaver
 from bundles.engines.sampling import ResumableSampler
 from bundles.errors import BundleInputError
+from bundles.models import load_checkpoint
 
 
 class TinyGenerator(torch.nn.Module):
@@ -101,7 +99,8 @@ def test_loop_outputs_named_losses_grid_and_checkpoints(tmp_path):
     trainer.run()
     assert trainer.state.iteration == 8 and trainer.state.epoch == 2
     assert set(record[-1][2]) == {"d_real", "d_fake", "d_total", "g_adv", "g_total"}
-    assert (tmp_path / "samples" / "epoch_0002.png").stat().st_size > 1000
+    grid = plt.imread(tmp_path / "samples" / "epoch_0002.png")
+    assert grid.ndim == 3 and grid.shape[0] > 100 and grid.std() > 0.05  # a figure of samples, not a blank
     ckpt = load_checkpoint(tmp_path / "ckpt" / "checkpoint_latest.pt")
     assert set(ckpt) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
     assert ckpt["trainer"]["iteration"] == 8
@@ -141,16 +140,41 @@ def test_amp_bfloat16_on_cpu_stays_close_to_fp32(tmp_path):
 
 
 class _Exploit:
+    """Unpickling this runs code: it creates the file ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
     def __reduce__(self):
-        return (print, ("pwned",))
+        return (open, (self.marker, "w"))
 
 
-def test_crafted_pickle_checkpoint_is_refused(tmp_path):
-    path = tmp_path / "evil.pt"
-    with open(path, "wb") as f:
-        pickle.dump({"generator": _Exploit()}, f)
+@pytest.mark.parametrize("how", ["pickle", "torch.save"])
+def test_crafted_pickle_checkpoint_is_refused_without_running_its_code(tmp_path, how):
+    path, marker = tmp_path / "evil.pt", tmp_path / "code_ran"
+    if how == "pickle":
+        with open(path, "wb") as f:
+            pickle.dump({"generator": _Exploit(marker)}, f)
+    else:
+        torch.save({"generator": _Exploit(marker)}, path)
     with pytest.raises(BundleInputError, match="refused"):
         load_checkpoint(path)
+    assert not marker.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"PK\x03\x04 truncated zip", b"just some text"])
+def test_empty_truncated_or_foreign_files_are_user_errors(tmp_path, content):
+    path = tmp_path / "bad.pt"
+    path.write_bytes(content)
+    with pytest.raises(BundleInputError, match="empty|not a readable PyTorch checkpoint|refused") as err:
+        load_checkpoint(path)
+    assert err.value.path == str(path) and err.value.hint
+
+
+def test_a_tensor_file_is_not_a_checkpoint(tmp_path):
+    torch.save(torch.zeros(3), tmp_path / "tensor.pt")
+    with pytest.raises(BundleInputError, match="holds a Tensor"):
+        load_checkpoint(tmp_path / "tensor.pt")
 
 
 def test_loss_history_survives_a_cut_line_and_keeps_the_latest_redo(tmp_path):
@@ -161,8 +185,15 @@ def test_loss_history_survives_a_cut_line_and_keeps_the_latest_redo(tmp_path):
     trainer.run()
     history = read_loss_history(tmp_path / "losses.jsonl")
     assert [h["iteration"] for h in history] == [1, 2, 3, 4]
-    assert (tmp_path / "loss_curves.png").stat().st_size > 1000
+    curves = plt.imread(tmp_path / "loss_curves.png")
+    assert curves.ndim == 3 and curves.std() > 0.02
     with open(tmp_path / "losses.jsonl", "a") as f:
         f.write('{"epoch": 1, "iteration": 4, "d_total": 9.0}\n{"epoch": 1, "itera')
     history = read_loss_history(tmp_path / "losses.jsonl")
     assert len(history) == 4 and history[-1]["d_total"] == 9.0
+    # the next start removes the cut line, so what is appended after it stays valid JSON Lines
+    LossHistory(str(tmp_path)).repair()
+    with open(tmp_path / "losses.jsonl", "a") as f:
+        f.write('{"epoch": 2, "iteration": 5, "d_total": 1.0}\n')
+    lines = (tmp_path / "losses.jsonl").read_text().splitlines()
+    assert [json.loads(line)["iteration"] for line in lines] == [1, 2, 3, 4, 4, 5]

@@ -20,8 +20,8 @@ def nsclc(tmp_path_factory):
 
 
 def test_nsclc_picks_ct_not_pet(nsclc):
-    entries = nsclc_datalist(nsclc)
-    assert [e["patient_id"] for e in entries] == [f"R01-00{i}" for i in range(1, 7)]
+    entries, skipped = nsclc_datalist(nsclc)
+    assert [e["patient_id"] for e in entries] == [f"R01-00{i}" for i in range(1, 7)] and not skipped
     pet_study = next(nsclc.glob("R01-006/*/4.000000-PET*")).parent
     sixth = entries[5]
     assert "THORAX" in sixth["image"] and sixth["image"].startswith(str(pet_study))
@@ -38,9 +38,12 @@ def test_nsclc_reports_missing_seg_and_genes(nsclc, tmp_path, caplog):
     genes = tmp_path / "genes.tsv"
     genes.write_text("\n".join("\t".join(line.split("\t")[i] for i in keep) for line in lines) + "\n")
     with caplog.at_level(logging.WARNING):
-        entries = nsclc_datalist(raw, genes)
+        entries, skipped = nsclc_datalist(raw, genes)
     assert [e["patient_id"] for e in entries] == ["R01-001", "R01-004", "R01-005", "R01-006"]
     assert "lack SEG: R01-002" in caplog.text and "lack genes: R01-003" in caplog.text
+    reasons = {s["patient_id"]: s["reason"] for s in skipped}
+    assert set(reasons) == {"R01-002", "R01-003"}
+    assert "no DICOM SEG series" in reasons["R01-002"] and "no column in the gene table" in reasons["R01-003"]
 
 
 def test_nsclc_gene_table_without_common_patients(nsclc, tmp_path):

@@ -1,10 +1,12 @@
-"""Operations on every bundle's real configs at toy size: MLflow server tracking, TorchScript/ONNX export,
-torchrun multi-process training, and SIGKILL + resume reproducing an uninterrupted run."""
+"""Operations on every bundle's real configs at toy size, through the real command line: MLflow server tracking,
+the export step and MONAI's ckpt_export from models/model.pt, torchrun multi-process training, and a SIGKILL in the
+middle of a checkpoint write followed by a resume that reproduces the uninterrupted run exactly."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -17,17 +19,20 @@ import pytest
 import torch
 from bundle_cases import CASES, ENV, REPO, run
 
-from bundles.engines.handlers import load_checkpoint, read_loss_history
+from bundles.engines.handlers import read_loss_history
+from bundles.models import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
 
 @pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
 def case(request, tmp_path_factory):
-    """(case, raw demo cohort) for each bundle."""
+    """(case, prepared dataset) for each bundle: its raw demo cohort prepared once by the CLI."""
     bundle_case = request.param
-    raw = bundle_case.make_raw(tmp_path_factory.mktemp(bundle_case.name) / "raw")
-    return bundle_case, raw
+    root = tmp_path_factory.mktemp(bundle_case.name)
+    raw = bundle_case.make_raw(root / "raw")
+    run(bundle_case.cli("preparation", ["prepare.json"], bundle_case.prepare_settings(raw, root / "prepared")))
+    return bundle_case, root / "prepared"
 
 
 def free_port() -> int:
@@ -68,9 +73,9 @@ def mlflow_server(tmp_path_factory):
 @pytest.fixture(scope="module")
 def tracked_run(case, mlflow_server, tmp_path_factory):
     """A 2-epoch CLI training logged to the MLflow server: (case, settings, experiment name)."""
-    bundle_case, raw = case
+    bundle_case, prepared = case
     work = tmp_path_factory.mktemp(f"{bundle_case.name}_tracked")
-    settings = {**bundle_case.settings(raw, work), "train#trainer#max_epochs": 2}
+    settings = {**bundle_case.train_settings(prepared, work / "out"), "train#trainer#max_epochs": 2}
     experiment = f"test_{bundle_case.name}"
     run(bundle_case.cli("training", ["train.json"], settings, "--tracking", "mlflow",
                         "--tracking_uri", mlflow_server, "--experiment_name", experiment))
@@ -92,41 +97,74 @@ def test_mlflow_server_receives_losses_learning_rates_params_config_and_sample_g
             assert len(history) == len(losses), term
             assert history[-1].value == pytest.approx(value, rel=1e-6), term
     assert {"lr_group_0", "d_lr_group_0"} <= set(data.metrics)
-    assert "max_epochs" in data.params and "batch_size" in data.params
+    assert {"max_epochs", "batch_size", "network"} <= set(data.params)
     artifacts = {a.path for a in client.list_artifacts(runs[0].info.run_id)}
     assert any(p.endswith(".json") for p in artifacts), artifacts  # the executed config
     grids = [a.path for a in client.list_artifacts(runs[0].info.run_id, "samples")]
     assert grids and all(p.endswith(".png") for p in grids)
 
 
-def test_export_torchscript_and_onnx_match_eager(tracked_run, tmp_path):
-    from bundles.export import export_generator
+def test_an_unreachable_tracking_server_is_one_error_line_within_seconds(case, tmp_path):
+    bundle_case, prepared = case
+    settings = {**bundle_case.train_settings(prepared, tmp_path / "out"), "train#trainer#max_epochs": 1}
+    start = time.monotonic()
+    result = subprocess.run(bundle_case.cli("training", ["train.json"], settings, "--tracking", "mlflow",
+                                            "--tracking_uri", "http://127.0.0.1:9"),
+                            cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0 and "Traceback" not in result.stderr
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: tracking_uri: the MLflow tracking server does not answer") and " -> " in last
+    assert time.monotonic() - start < 60  # imports and data caching; the store check itself takes at most 5 s
+    assert not (tmp_path / "out" / "checkpoints").exists()
 
+
+def test_export_then_ckpt_export_and_the_export_tool_work_from_models_model_pt(tracked_run, tmp_path):
     bundle_case, settings, _ = tracked_run
+    bundle = tmp_path / bundle_case.root.name
+    shutil.copytree(bundle_case.root, bundle, ignore=shutil.ignore_patterns("data", "outputs", "models"))
     ckpt = Path(settings["output_dir"]) / "checkpoints" / "checkpoint_latest.pt"
-    overrides = {k: v for k, v in settings.items() if "#" not in k}
-    report = export_generator(REPO / f"{bundle_case.name}_bundle", ckpt, tmp_path, onnx=True, **overrides)
-    assert report.torchscript_max_abs_diff <= 1e-5
-    assert report.onnx_max_abs_diff <= 1e-4
-    # MONAI's own CLI writes the same TorchScript generator
+    result = run([sys.executable, "tools/export.py", "--bundle", str(bundle), "--ckpt", str(ckpt)])
+    assert "TorchScript" in result.stdout and "ONNX" in result.stdout
+    report = json.loads((bundle / "models" / "model_export.json").read_text())
+    assert report["torchscript_max_abs_diff"] <= 1e-5 and report["onnx_max_abs_diff"] <= 1e-4
+    record = json.loads((bundle / "models" / "model.json").read_text())
+    assert record["network"]["builder"].startswith("bundles.networks.") and record["bundle"] == bundle.name
+    # a second export is refused without --overwrite; the tool re-exports TorchScript from models/model.pt itself
+    again = subprocess.run([sys.executable, "tools/export.py", "--bundle", str(bundle), "--ckpt", str(ckpt)],
+                           cwd=REPO, env=ENV, capture_output=True, text=True)
+    assert again.returncode != 0 and again.stderr.strip().splitlines()[-1].endswith(
+        "pass --overwrite to replace it, or --name <another name>")
+    run([sys.executable, "tools/export.py", "--bundle", str(bundle), "--no-onnx"])
+    # MONAI's own command, from a folder outside the repository, with the zoo's arguments only
     cli_ts = tmp_path / "cli.ts"
-    command = [sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(cli_ts),
-               "--ckpt_file", str(ckpt), "--key_in_ckpt", "generator",
-               "--config_file", str(bundle_case.configs / "inference.json"),
-               "--meta_file", str(bundle_case.configs / "metadata.json")]
-    for key, value in overrides.items():
-        command += [f"--{key}", value if isinstance(value, str) else repr(value)]
-    run(command)
-    data = torch.load(tmp_path / "export_check.pt", weights_only=True)
-    outputs = torch.jit.load(str(cli_ts))(*data["inputs"])
-    outputs = outputs if isinstance(outputs, tuple) else (outputs,)
-    for a, b in zip(outputs, data["outputs"], strict=True):
-        torch.testing.assert_close(a, b, atol=1e-5, rtol=0)
+    run([sys.executable, "-m", "monai.bundle", "ckpt_export", "network_def", "--filepath", str(cli_ts),
+         "--ckpt_file", str(bundle / "models" / "model.pt"), "--meta_file", str(bundle / "configs" / "metadata.json"),
+         "--config_file", str(bundle / "configs" / "inference.json"), "--bundle_root", str(bundle)],
+        cwd=tmp_path)
+    model = torch.jit.load(str(bundle / "models" / "model.ts"))
+    cli = torch.jit.load(str(cli_ts))
+    inputs = _example_inputs(bundle)
+    for a, b in zip(_tuple(cli(*inputs)), _tuple(model(*inputs)), strict=True):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=0)
+
+
+def _example_inputs(bundle: Path):
+    from monai.bundle import ConfigParser
+
+    parser = ConfigParser()
+    parser.read_config(bundle / "configs" / "inference.json")
+    parser["bundle_root"] = str(bundle)
+    torch.manual_seed(1)
+    return tuple(parser.get_parsed_content("export_inputs"))
+
+
+def _tuple(x):
+    return tuple(x) if isinstance(x, (tuple, list)) else (x,)
 
 
 def test_torchrun_two_processes_train_on_disjoint_shards(case, tmp_path):
-    bundle_case, raw = case
-    settings = {**bundle_case.settings(raw, tmp_path), "train#trainer#max_epochs": 1}
+    bundle_case, prepared = case
+    settings = {**bundle_case.train_settings(prepared, tmp_path / "out"), "train#trainer#max_epochs": 1}
     command = bundle_case.cli("training", ["train.json", "multi_gpu_train.json"], settings)
     torchrun = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", *command[1:]]
     run(torchrun, timeout=400)
@@ -142,52 +180,72 @@ def test_torchrun_two_processes_train_on_disjoint_shards(case, tmp_path):
     assert not any(k.startswith("module.") for k in ckpt["generator"])  # saved without the DDP wrapper
 
 
+# Runs train.json's `training` as the CLI does, saving checkpoint_latest.pt every iteration; with a kill
+# iteration, that iteration's checkpoint write is torn: half the bytes reach the temporary file, a cut line is
+# appended to the loss history, and the process kills itself with SIGKILL in the middle of the write.
 KILL_DRIVER = """
-import os, signal, sys
-from ignite.engine import Events
-from monai.bundle import ConfigParser
-config_file, kill_at, settings = sys.argv[1], int(sys.argv[2]), __import__("json").loads(sys.argv[3])
-parser = ConfigParser()
-parser.read_config(config_file)
-for key, value in settings.items():
-    parser[key] = value
-parser.get_parsed_content("initialize")  # seeds, as `monai.bundle run` does
-for handler in parser["train"]["handlers"]:
+import json, os, signal, sys
+from monai.bundle import ConfigWorkflow
+import bundles.engines.handlers as handlers
+from bundles.fileio import atomic_path
+config_file, kill_at, settings = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
+workflow = ConfigWorkflow(config_file=config_file, workflow_type=None, run_id="training", **settings)
+for handler in workflow.parser["train"]["handlers"]:
     if handler["_target_"].endswith("AtomicCheckpointSaver"):
         handler["every_n_iterations"] = 1
-trainer = parser.get_parsed_content("train#trainer")
-def arm(engine):  # registered at start, so it runs after every handler the config attaches
-    engine.add_event_handler(Events.ITERATION_COMPLETED(once=kill_at), lambda e: os.kill(os.getpid(), signal.SIGKILL))
-if kill_at:
-    trainer.add_event_handler(Events.STARTED, arm)
-parser.get_parsed_content("training")
+saved = {"count": 0}
+real_save = handlers.atomic_torch_save
+def torn_save(obj, target):
+    if target.name == "checkpoint_latest.pt":
+        saved["count"] += 1
+        if saved["count"] == kill_at:
+            with open(os.path.join(settings["output_dir"], "losses.jsonl"), "a") as f:
+                f.write('{"epoch": 9, "iteration": 99, "d_to')
+            with atomic_path(target) as tmp:
+                import io, torch
+                buffer = io.BytesIO()
+                torch.save(obj, buffer)
+                with open(tmp, "wb") as f:
+                    f.write(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+                    f.flush()
+                    os.fsync(f.fileno())
+                os.kill(os.getpid(), signal.SIGKILL)
+    real_save(obj, target)
+handlers.atomic_torch_save = torn_save
+workflow.initialize()
+workflow.run()
+workflow.finalize()
 """
 
 
-def test_sigkill_mid_epoch_then_resume_reproduces_the_uninterrupted_losses(case, tmp_path):
-    bundle_case, raw = case
+def test_sigkill_during_a_checkpoint_write_then_resume_reproduces_the_uninterrupted_run_exactly(case, tmp_path):
+    bundle_case, prepared = case
     train_json = str(bundle_case.configs / "train.json")
-    reference = {**bundle_case.settings(raw, tmp_path / "ref"), "train#trainer#max_epochs": 3}
-    # prepare once, so that both runs start from the same RNG state when they build their networks
-    run(bundle_case.cli(bundle_case.prepare_key, ["train.json"], reference))
+    reference = {**bundle_case.train_settings(prepared, tmp_path / "ref"), "train#trainer#max_epochs": 3}
     run([sys.executable, "-c", KILL_DRIVER, train_json, "0", json.dumps(reference)])
-    expected = read_loss_history(tmp_path / "ref" / "out" / "losses.jsonl")
+    expected = read_loss_history(tmp_path / "ref" / "losses.jsonl")
     per_epoch = max(h["iteration"] for h in expected) // 3
     assert per_epoch >= 2, "the toy cohort must give at least two iterations per epoch"
     kill_at = per_epoch + 1  # the first iteration of epoch 2: mid-epoch
 
-    killed = {**bundle_case.settings(raw, tmp_path / "run"), "train#trainer#max_epochs": 3}
-    killed["dataset_dir"] = reference["dataset_dir"]
+    out = tmp_path / "run"
+    killed = {**bundle_case.train_settings(prepared, out), "train#trainer#max_epochs": 3}
     crashed = subprocess.run([sys.executable, "-c", KILL_DRIVER, train_json, str(kill_at), json.dumps(killed)],
                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
-    ckpt = load_checkpoint(tmp_path / "run" / "out" / "checkpoints" / "checkpoint_latest.pt")
-    assert ckpt["trainer"]["iteration"] == kill_at
+    leftovers = [p for p in (out / "checkpoints").iterdir() if p.name.startswith(".")]
+    assert leftovers, "the torn write left its temporary file"
+    ckpt = load_checkpoint(out / "checkpoints" / "checkpoint_latest.pt")
+    assert ckpt["trainer"]["iteration"] == kill_at - 1  # the last complete checkpoint survived the torn write
 
+    refused = subprocess.run(bundle_case.cli("training", ["train.json"], killed), cwd=REPO, env=ENV,
+                             capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "pass --resume true" in refused.stderr.strip().splitlines()[-1]
     run(bundle_case.cli("training", ["train.json"], killed, "--resume", "True"))
-    resumed = read_loss_history(tmp_path / "run" / "out" / "losses.jsonl")
-    assert [h["iteration"] for h in resumed] == [h["iteration"] for h in expected]
-    for got, want in zip(resumed[kill_at:], expected[kill_at:], strict=True):
-        assert got["epoch"] == want["epoch"]
-        for term in want:
-            assert got[term] == pytest.approx(want[term], rel=1e-5, abs=1e-6), (got["iteration"], term)
+    assert not [p for p in out.rglob(".*") if p.is_file() and ".tmp" in p.name], "the leftover was removed"
+    lines = (out / "losses.jsonl").read_text().splitlines()
+    assert all(json.loads(line) for line in lines)  # valid JSON Lines: the cut line was removed
+    resumed = read_loss_history(out / "losses.jsonl")
+    assert resumed == expected  # bit-exact: one thread, per-iteration seeding, the same batches
+    info = json.loads((out / "run_info.json").read_text())
+    assert len(info["resumed"]) == 1 and info["datalist"]["sha256"] == info["resumed"][0]["datalist"]["sha256"]

@@ -4,18 +4,18 @@ import csv
 import json
 from pathlib import Path
 
+import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
+from bundle_cases import RADIOGENOMIC, prepare_case, run_workflow, tree_hash
 
-from bundles import REPO_ROOT
 from bundles.errors import BundleInputError
-from bundles.fileio import atomic_torch_save
-from bundles.networks.radiogenomic import MCGANGenerator, RadiogenomicDiscriminator, RadiogenomicGenerator
+from bundles.fileio import atomic_torch_save, written_by
+from bundles.models import Model, read_model
+from bundles.networks.radiogenomic import RadiogenomicDiscriminator
 
-CONFIGS = REPO_ROOT / "radiogenomic_bundle" / "configs"
 SIZE, GENES = 32, 12
 PHENOTYPES = {"small_solid": (3, 40.0), "large_solid": (7, 40.0), "large_ggo": (7, -500.0)}  # radius px, HU
 
@@ -32,7 +32,7 @@ def _lung(rng) -> np.ndarray:
 
 
 def write_tiny_prepared(root: Path, patients_per_class: int = 3) -> tuple[Path, Path]:
-    """A prepared dataset in the format of ``ensure_prepared`` (NIfTI slices, npy genes, datalist.json) and a raw
+    """A prepared dataset in the format of the preparation (NIfTI slices, npy genes, datalist.json) and a raw
     folder holding only ``phenotypes.csv``; genes 0-2 carry the phenotype."""
     rng = np.random.default_rng(0)
     dataset, raw = root / "prepared", root / "raw"
@@ -58,12 +58,15 @@ def write_tiny_prepared(root: Path, patients_per_class: int = 3) -> tuple[Path, 
                                 "genes": str(dataset / "genes" / f"{pid}.npy")})
             path = dataset / "backgrounds" / f"{pid}_v0_s000.nii.gz"
             nib.save(nib.Nifti1Image(_lung(rng).astype(np.float32), _affine(-5.0 * k)), path)
-            backgrounds.append({"patient_id": pid, "image": str(path)})
+            backgrounds.append({"patient_id": pid, "image": str(path), "split": "training"})
     (dataset / "gene_names.txt").write_text("\n".join(f"GENE{j}" for j in range(GENES)) + "\n")
+    np.savez(dataset / "gene_stats.npz", mean=np.zeros(GENES), std=np.ones(GENES),
+             names=np.asarray([f"GENE{j}" for j in range(GENES)]))
     validation = {e["patient_id"] for e in entries if e["patient_id"].endswith("02")}
-    datalist = {"training": [e for e in entries if e["patient_id"] not in validation],
+    datalist = {"written_by": written_by("radiogenomic dataset"), "format": 2, "settings": {"image_size": SIZE},
+                "training": [e for e in entries if e["patient_id"] not in validation],
                 "validation": [e for e in entries if e["patient_id"] in validation],
-                "backgrounds": backgrounds, "gene_names": str(dataset / "gene_names.txt"),
+                "backgrounds": backgrounds, "gene_names": "gene_names.txt", "gene_stats": "gene_stats.npz",
                 "num_genes": GENES, "image_size": SIZE}
     (dataset / "datalist.json").write_text(json.dumps(datalist))
     with open(raw / "phenotypes.csv", "w", newline="") as f:
@@ -73,20 +76,25 @@ def write_tiny_prepared(root: Path, patients_per_class: int = 3) -> tuple[Path, 
     return raw, dataset
 
 
-def _tiny_net_settings():
-    return {"num_genes": GENES, "image_size": SIZE, "base_channels": 4, "hidden": 16}
+def _network(model_type: str) -> dict:
+    return {"builder": "bundles.networks.radiogenomic.build_generator", "model_type": model_type,
+            "image_fusion": True, "num_genes": GENES, "image_size": SIZE, "base_channels": 4, "code_dim": 128,
+            "noise_dim": 10, "hidden": 16}
 
 
-def _write_checkpoint(path: Path, generator: torch.nn.Module) -> Path:
-    atomic_torch_save({"generator": generator.state_dict()}, path)
+def _inputs() -> dict:
+    return {"gene_names": [f"GENE{j}" for j in range(GENES)], "gene_mean": [0.0] * GENES,
+            "gene_std": [1.0] * GENES, "image_size": SIZE}
+
+
+def _write_checkpoint(path: Path, model_type: str) -> Path:
+    """A training checkpoint with an untrained generator and its network record."""
+    from bundles.models import build_network
+
+    network = _network(model_type)
+    atomic_torch_save({"generator": build_network(network).state_dict(),
+                       "network": {"network": network, "inputs": _inputs()}}, path)
     return path
-
-
-def _parse(config: str, overrides: dict) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_config(str(CONFIGS / config))
-    parser.update(overrides)
-    return parser
 
 
 @pytest.fixture(scope="module")
@@ -94,40 +102,43 @@ def tiny(tmp_path_factory):
     root = tmp_path_factory.mktemp("radiogenomic")
     raw, dataset = write_tiny_prepared(root)
     torch.manual_seed(0)
-    proposed = _write_checkpoint(root / "proposed.pt", RadiogenomicGenerator(**_tiny_net_settings()))
-    baseline = _write_checkpoint(root / "baseline.pt", MCGANGenerator(**_tiny_net_settings()))
+    proposed = _write_checkpoint(root / "proposed.pt", "proposed")
+    baseline = _write_checkpoint(root / "baseline.pt", "baseline")
     return {"root": root, "raw": raw, "dataset": dataset, "proposed": proposed, "baseline": baseline}
 
 
-def _inference_overrides(tiny, out: Path, **extra) -> dict:
-    return {"dataset_dir": str(tiny["dataset"]), "output_dir": str(out), "ckpt_path": str(tiny["proposed"]),
-            "g_channels": 4, "gene_hidden": 16, "num_backgrounds": 2, "num_profiles": 3, **extra}
-
-
-def test_inference_outputs_have_the_backgrounds_geometry(tiny, tmp_path):
-    records = _parse("inference.json", _inference_overrides(tiny, tmp_path)).get_parsed_content("inference")[0]
-    assert len(records) == 2 * 3
-    manifest = json.loads((tmp_path / "inference" / "manifest.json").read_text())
-    assert len(manifest["pairs"]) == 6
-    for record in records:
-        background = nib.load(record["background"])
-        image, mask = nib.load(record["image"]), nib.load(record["mask"])
+def test_inference_writes_synthetic_files_named_by_index_with_the_backgrounds_geometry(tiny, tmp_path):
+    before = tree_hash(tiny["dataset"])
+    run_workflow(RADIOGENOMIC, "inference", "inference.json", dataset_dir=str(tiny["dataset"]),
+                 output_dir=str(tmp_path), ckpt_path=str(tiny["proposed"]), num_backgrounds=2, num_profiles=3)
+    assert tree_hash(tiny["dataset"]) == before
+    folder = tmp_path / "inference"
+    manifest = json.loads((folder / "manifest.json").read_text())
+    assert len(manifest["pairs"]) == 6 and manifest["written_by"]["kind"] == "radiogenomic inference"
+    assert sorted(p.name for p in folder.iterdir() if p.suffix == ".png") == [
+        f"b{i:02d}_g{j:02d}.png" for i in range(2) for j in range(3)]
+    for record in manifest["pairs"]:
+        background = nib.load(manifest["backgrounds"][record["background_index"]])
+        image, mask = nib.load(folder / record["image"]), nib.load(folder / record["mask"])
         for out in (image, mask):
             assert out.shape == background.shape
             np.testing.assert_allclose(out.affine, background.affine)
+            assert out.header["descrip"].tobytes().startswith(b"SYNTHETIC")
         hu = np.asarray(image.dataobj)
         assert hu.dtype == np.float32 and hu.min() >= -1000 and hu.max() <= 500
         assert set(np.unique(np.asarray(mask.dataobj))) <= {0, 1}
-        assert Path(record["png"]).stat().st_size > 1000
-    assert not (tmp_path / "inference.partial").exists()
+        png = plt.imread(folder / record["png"])
+        assert png.ndim == 3 and png.std() > 0.05  # a drawn figure, not a blank canvas
+    assert not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
 
 def test_inference_rejects_bad_inputs(tiny, tmp_path):
-    from bundles.workflows.radiogenomic_inference import load_generator, synthesise
+    from bundles.workflows.radiogenomic_inference import synthesise
 
-    net = load_generator(RadiogenomicGenerator(**_tiny_net_settings()), tiny["proposed"])
+    model = read_model(tiny["proposed"])
     datalist = json.loads((tiny["dataset"] / "datalist.json").read_text())
     background, genes = datalist["backgrounds"][0]["image"], datalist["training"][0]["genes"]
+    net = model
 
     short = tmp_path / "short.npy"
     np.save(short, np.zeros(GENES - 1, np.float32))
@@ -147,11 +158,14 @@ def test_inference_rejects_bad_inputs(tiny, tmp_path):
         synthesise(net, [normalised], [genes], tmp_path / "out")
     assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
 
-    foreign = _write_checkpoint(tmp_path / "disc.pt", RadiogenomicDiscriminator(GENES, SIZE, 4, hidden=16))
-    with pytest.raises(BundleInputError, match="does not fit the configured RadiogenomicGenerator"):
-        load_generator(RadiogenomicGenerator(**_tiny_net_settings()), foreign)
-    with pytest.raises(BundleInputError, match="does not fit"):  # baseline weights into the proposed network
-        load_generator(RadiogenomicGenerator(**_tiny_net_settings()), tiny["baseline"])
+    foreign = tmp_path / "disc.pt"
+    atomic_torch_save({"generator": RadiogenomicDiscriminator(GENES, SIZE, 4, hidden=16).state_dict(),
+                       "network": {"network": _network("proposed")}}, foreign)
+    with pytest.raises(BundleInputError, match="does not fit the RadiogenomicGenerator"):
+        read_model(foreign).load()
+    baseline = read_model(tiny["baseline"])  # baseline weights under a record that says "proposed"
+    with pytest.raises(BundleInputError, match="does not fit"):
+        Model(baseline.path, _network("proposed"), {}, baseline.state).load()
 
 
 class IdentityGenerator(torch.nn.Module):
@@ -170,10 +184,10 @@ class IdentityGenerator(torch.nn.Module):
 def test_evaluation_of_an_identity_generator_has_known_numbers(tiny, tmp_path):
     from bundles.workflows.radiogenomic_evaluation import evaluate
 
-    ckpt = tmp_path / "identity.pt"
-    atomic_torch_save({"generator": {}}, ckpt)
-    metrics = evaluate(IdentityGenerator(), ckpt, tiny["dataset"], tmp_path / "evaluation",
-                       phenotype_csv=tiny["raw"] / "phenotypes.csv", num_backgrounds=4, classifier_epochs=2)
+    identity = Model(Path("identity.pt"), {}, {}, {})
+    identity.load = lambda device="cpu", network=None: IdentityGenerator()
+    metrics = evaluate(identity, tiny["dataset"], tmp_path / "evaluation",
+                       truth_csv=tiny["raw"] / "phenotypes.csv", num_backgrounds=4, classifier_epochs=2)
     table = metrics["table1"]["proposed"]
     for region in ("whole_slice", "background_region"):
         assert table[region]["mse"] == 0 and table[region]["psnr"] == 100.0
@@ -193,12 +207,11 @@ def test_evaluation_of_an_identity_generator_has_known_numbers(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_evaluation_config_with_both_models(tiny, tmp_path):
-    parser = _parse("evaluate.json", {
-        "raw_dir": str(tiny["raw"]), "dataset_dir": str(tiny["dataset"]), "output_dir": str(tmp_path),
-        "proposed_ckpt": str(tiny["proposed"]), "baseline_ckpt": str(tiny["baseline"]),
-        "g_channels": 4, "gene_hidden": 16, "num_backgrounds": 2, "classifier_epochs": 2,
-    })
-    metrics = parser.get_parsed_content("evaluation")[0]
+    run_workflow(RADIOGENOMIC, "evaluation", "evaluate.json", dataset_dir=str(tiny["dataset"]),
+                 output_dir=str(tmp_path), truth_csv=str(tiny["raw"] / "phenotypes.csv"),
+                 proposed_ckpt=str(tiny["proposed"]), baseline_ckpt=str(tiny["baseline"]), num_backgrounds=2,
+                 classifier_epochs=2)
+    metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert metrics["models"] == ["baseline", "proposed"]
     assert set(metrics["gene_codes"]) == {"raw genes", "baseline code", "proposed code"}
     assert set(metrics["controllability"]) >= {"proposed", "baseline", "chance"}
@@ -207,41 +220,44 @@ def test_evaluation_config_with_both_models(tiny, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def demo_cohort(tmp_path_factory):
-    """A 4-patient demo cohort (40 genes, 128 x 128 CT); prepared by the first training test that runs."""
+def demo_prepared(tmp_path_factory):
+    """A 4-patient demo cohort (40 genes, 128 x 128 CT) prepared at 32 px by the preparation config."""
     from bundles.phantoms.nsclc import write_nsclc_cohort
 
     root = tmp_path_factory.mktemp("radiogenomic_demo")
     write_nsclc_cohort(root / "raw", subjects=4, seed=0, n_genes=40, size=128, workers=1)
-    return root
+    prepare_case(RADIOGENOMIC, root / "raw", root / "prepared")
+    return root / "prepared"
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model_type", ["proposed", "baseline"])
-def test_two_iterations_from_the_training_config(demo_cohort, tmp_path, model_type):
-    """The config's ensure_prepared prepares the demo cohort, then 2 iterations train and write their outputs."""
-    parser = _parse("train.json", {
-        "raw_dir": str(demo_cohort / "raw"), "dataset_dir": str(demo_cohort / "prepared"),
-        "output_dir": str(tmp_path / "out"), "model_type": model_type, "image_size": SIZE,
-        "g_channels": 4, "d_channels": 4, "gene_hidden": 16, "sample_every_n_epochs": 1,
-        "train#dataloader#batch_size": 2, "train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2,
-    })
-    parser.get_parsed_content("training")
-    trainer = parser.get_parsed_content("train#trainer")
+def test_two_iterations_from_the_training_config(demo_prepared, tmp_path, model_type):
+    """2 iterations train on the prepared dataset (read only) and write their outputs and their record."""
+    before = tree_hash(demo_prepared)
+    settings = {**RADIOGENOMIC.train_settings(demo_prepared, tmp_path / "out"), "network#model_type": model_type,
+                "train#dataloader#batch_size": 2, "train#trainer#max_epochs": 1, "train#trainer#epoch_length": 2}
+    workflow = run_workflow(RADIOGENOMIC, "training", "train.json", **settings)
+    trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 2
     losses = trainer.state.output[0]["loss"]
     expected = {"d_i", "d_is", "d_isg", "d_total", "g_i", "g_is", "g_isg", "g_background_l1", "g_total"}
     assert set(losses) == expected | ({"g_kl"} if model_type == "baseline" else set())
     assert all(np.isfinite(v) for v in losses.values())
-    datalist = json.loads((demo_cohort / "prepared" / "datalist.json").read_text())
-    assert datalist["image_size"] == SIZE and 0 < datalist["num_genes"] <= 40
+    assert tree_hash(demo_prepared) == before
     checkpoint = torch.load(tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt", weights_only=True)
-    assert set(checkpoint) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
-    assert (tmp_path / "out" / "samples" / "epoch_0001.png").stat().st_size > 1000
+    assert set(checkpoint) == {"network", "generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
+    record = read_model(tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt")
+    assert record.network["model_type"] == model_type and record.network["image_size"] == 32
+    assert len(record.inputs["gene_names"]) == record.network["num_genes"] == len(record.inputs["gene_mean"])
+    info = json.loads((tmp_path / "out" / "run_info.json").read_text())
+    assert info["datalist"]["sha256"] and info["seed"] == 0 and info["packages"]["monai"]
+    grid = plt.imread(tmp_path / "out" / "samples" / "epoch_0001.png")
+    assert grid.ndim == 3 and grid.std() > 0.05
 
 
 def test_pair_background_draws_reproducibly_from_paths_or_loaded_slices():
-    from bundles.engines.radiogenomic import PairBackgroundd
+    from bundles.transforms.sampling import PairBackgroundd
 
     paths = [f"b{i}.nii.gz" for i in range(3)]
     loaded = [{"image": torch.full((1, 4, 4), float(i))} for i in range(3)]  # as a CacheDataset of them gives

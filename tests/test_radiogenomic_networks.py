@@ -70,7 +70,11 @@ def test_image_fusion_passes_the_background_where_the_weight_is_zero():
 def test_baseline_samples_code_only_in_training():
     net = MCGANGenerator(G, image_size=S, base_channels=4, hidden=16)
     background, genes, noise = _inputs()
-    net.eval()
+    net.train()  # conditioning augmentation: a new code sample per call
+    first, _ = net(background, genes, noise)
+    second, _ = net(background, genes, noise)
+    assert (first - second).abs().max() > 1e-4
+    net.eval()  # the mean code: the same inputs give the same image
     first, _ = net(background, genes, noise)
     second, _ = net(background, genes, noise)
     torch.testing.assert_close(first, second)

@@ -8,10 +8,9 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from monai.bundle import ConfigParser
+from bundle_cases import RADIOGENOMIC, prepare_case, tree_hash, user_error
 from monai.data import MetaTensor
 
-from bundles import REPO_ROOT
 from bundles.errors import BundleInputError
 from bundles.io.genes import GeneTable, read_gene_table
 from bundles.phantoms.nsclc import write_nsclc_cohort
@@ -19,13 +18,12 @@ from bundles.transforms.intensity import ScaleHU, hu_from_scaled
 from bundles.transforms.voi import CropVOI
 from bundles.workflows.radiogenomic_prepare import (
     _gene_matrix,
-    ensure_prepared,
+    load_datalist,
     load_patient,
-    prepare_dataset,
+    model_inputs,
     standardise_genes,
 )
 
-PREPARE_JSON = REPO_ROOT / "radiogenomic_bundle" / "configs" / "prepare.json"
 N_GENES = 200
 
 
@@ -43,14 +41,8 @@ def cohort(tmp_path_factory):
 def prepared(cohort, tmp_path_factory):
     """The dataset as ``python -m monai.bundle run preparation --config_file prepare.json`` writes it."""
     dataset = tmp_path_factory.mktemp("prepared") / "dataset"
-    parser = ConfigParser()
-    parser.read_config(str(PREPARE_JSON))
-    parser["raw_dir"] = str(cohort)
-    parser["dataset_dir"] = str(dataset)
-    parser["backgrounds_per_patient"] = 1
-    parser["validation_fraction"] = 0.25
-    datalist = parser.get_parsed_content("preparation")
-    return cohort, dataset, datalist
+    prepare_case(RADIOGENOMIC, cohort, dataset, image_size=128, backgrounds_per_patient=1, validation_fraction=0.25)
+    return cohort, dataset, load_datalist(dataset)
 
 
 def _patients(items):
@@ -66,8 +58,11 @@ def _entry(raw, pid):
 @pytest.mark.slow
 def test_datalist_layout_and_split(prepared):
     _, dataset, datalist = prepared
-    assert json.loads((dataset / "datalist.json").read_text()) == datalist
-    assert not Path(str(dataset) + ".partial").exists()
+    stored = json.loads((dataset / "datalist.json").read_text())
+    assert stored["gene_stats"] == "gene_stats.npz" and not Path(stored["training"][0]["image"]).is_absolute()
+    assert stored["written_by"]["kind"] == "radiogenomic dataset" and stored["settings"]["image_size"] == 128
+    assert not [p for p in dataset.parent.iterdir() if ".partial" in p.name]
+    assert json.loads((dataset / "run_info.json").read_text())["datalist"]["sha256"]
     train, val = _patients(datalist["training"]), _patients(datalist["validation"])
     assert train | val == {"R01-001", "R01-002", "R01-003", "R01-004"}  # R01-005 has no SEG
     assert len(val) == 1 and not train & val
@@ -121,7 +116,7 @@ def test_genes_are_complete_standardised_and_match_the_table(prepared):
     # inference-time standardisation of the raw profiles reproduces the stored vectors
     pids = list(vectors)
     raw_profiles = rows[:, [table.patient_ids.index(p) for p in pids]]
-    again = standardise_genes(raw_profiles, names, datalist["gene_stats"])
+    again = standardise_genes(raw_profiles, names, model_inputs(datalist), raw / "genes.tsv")
     np.testing.assert_allclose(again, stacked, atol=1e-5)
 
 
@@ -145,11 +140,15 @@ def test_backgrounds_are_nodule_free_slices_of_the_right_size(prepared):
 
 
 @pytest.mark.slow
-def test_ensure_prepared_reuses_the_dataset(prepared):
-    raw, dataset, datalist = prepared
-    stamp = (dataset / "datalist.json").stat().st_mtime_ns
-    assert ensure_prepared(raw, dataset) == datalist
-    assert (dataset / "datalist.json").stat().st_mtime_ns == stamp
+def test_a_prepared_dataset_is_replaced_only_with_overwrite(prepared, tmp_path):
+    raw, dataset, _ = prepared
+    before = tree_hash(dataset)
+    error = user_error(prepare_case, RADIOGENOMIC, raw, dataset, image_size=128)
+    assert "earlier radiogenomic dataset" in str(error) and "--overwrite true" in str(error)
+    assert tree_hash(dataset) == before
+    # training asks for another size: refused with both values and the command that prepares again
+    error = user_error(load_datalist, dataset, 64)
+    assert "image_size=128" in str(error) and "image_size=64" in str(error) and "--overwrite true" in str(error)
 
 
 @pytest.mark.slow
@@ -158,9 +157,8 @@ def test_gene_table_without_common_patients_is_refused(cohort, tmp_path):
     header = "\t".join(f"X-{i:03d}" if i else cell for i, cell in enumerate(table[0].split("\t")))
     genes = tmp_path / "other.tsv"
     genes.write_text(header + "\n" + table[1])
-    with pytest.raises(BundleInputError):
-        prepare_dataset(cohort, tmp_path / "out", genes)
-    assert not (tmp_path / "out").exists() and not (tmp_path / "out.partial").exists()
+    user_error(prepare_case, RADIOGENOMIC, cohort, tmp_path / "out", genes_path=str(genes))
+    assert not (tmp_path / "out").exists() and not [p for p in tmp_path.iterdir() if ".partial" in p.name]
 
 
 def test_na_and_constant_genes_are_dropped_and_all_na_is_refused():
@@ -177,16 +175,15 @@ def test_na_and_constant_genes_are_dropped_and_all_na_is_refused():
         _gene_matrix(all_na, ["a", "b"], ["a"], Path("genes.tsv"))
 
 
-def test_standardise_genes_names_missing_and_na_genes(tmp_path):
-    stats = tmp_path / "gene_stats.npz"
-    np.savez(stats, mean=np.array([1.0, 2.0]), std=np.array([2.0, 4.0]), names=np.array(["g1", "g2"]))
+def test_standardise_genes_names_missing_and_na_genes():
+    stats = {"gene_names": ["g1", "g2"], "gene_mean": [1.0, 2.0], "gene_std": [2.0, 4.0]}
     np.testing.assert_allclose(
-        standardise_genes(np.array([[3.0], [0.0], [6.0]]), ["g1", "x", "g2"], stats), [[1.0, 1.0]]
+        standardise_genes(np.array([[3.0], [0.0], [6.0]]), ["g1", "x", "g2"], stats, "t.tsv"), [[1.0, 1.0]]
     )
     with pytest.raises(BundleInputError, match="missing"):
-        standardise_genes(np.array([[3.0]]), ["g1"], stats)
+        standardise_genes(np.array([[3.0]]), ["g1"], stats, "t.tsv")
     with pytest.raises(BundleInputError, match="NA"):
-        standardise_genes(np.array([[3.0], [np.nan]]), ["g1", "g2"], stats)
+        standardise_genes(np.array([[3.0], [np.nan]]), ["g1", "g2"], stats, "t.tsv")
 
 
 @pytest.mark.slow

@@ -2,9 +2,10 @@
 
     python tools/bench_export.py [--bundles radiogenomic radiogan ctstyle] [--batch 8] [--repeats 20]
 
-Uses the generator defined by the bundle's inference.json (``network_def``) with its initial weights
-(throughput does not depend on the trained values) and inputs shaped like ``export_inputs``, repeated
-to ``--batch``. Prints images/s for both and their ratio (target: TorchScript / eager >= 1.0).
+Uses the generator of the bundle's exported model (``models/model.pt`` and its record, as inference.json's
+``network_def`` builds it; run ``make demo`` or ``tools/export.py`` first) with its initial weights (throughput
+does not depend on the trained values) and inputs shaped like ``export_inputs``, repeated to ``--batch``.
+Prints images/s for both and their ratio (target: TorchScript / eager >= 1.0).
 """
 
 from __future__ import annotations
@@ -15,6 +16,9 @@ from pathlib import Path
 
 import torch
 from monai.bundle import ConfigParser
+
+from bundles import bundle_names
+from bundles.errors import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -31,7 +35,7 @@ def images_per_second(net, inputs, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundles", nargs="+", default=["radiogenomic", "radiogan", "ctstyle"])
+    parser.add_argument("--bundles", nargs="+", default=bundle_names())
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
@@ -39,6 +43,7 @@ def main() -> None:
     for bundle in args.bundles:
         config = ConfigParser()
         config.read_config(REPO / f"{bundle}_bundle" / "configs" / "inference.json")
+        config["bundle_root"] = str(REPO / f"{bundle}_bundle")
         torch.manual_seed(0)
         eager = config.get_parsed_content("network_def").eval()
         example = config.get_parsed_content("export_inputs")
@@ -53,4 +58,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

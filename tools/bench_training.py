@@ -2,7 +2,8 @@
 
     python tools/bench_training.py [--bundles radiogenomic radiogan ctstyle] [--iterations 20]
 
-For each bundle's demo train.json (overrides with --override key=value):
+For each bundle's demo train.json on its prepared demo dataset (``make demo``, or the ``preparation`` command,
+first; overrides with --override key=value):
 1. trainer overhead: the project's Ignite trainer (handlers included) vs a bare PyTorch loop calling the
    same networks, losses and batches (target <= 1.05);
 2. loader overhead: the trainer fed by its DataLoader vs fed by the same batches already in memory
@@ -26,7 +27,9 @@ from ignite.engine import Engine
 from monai.bundle import ConfigParser
 from torch.utils.flop_counter import FlopCounterMode
 
+from bundles import bundle_names
 from bundles.engines.gan_trainer import AMP_DTYPES
+from bundles.errors import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -106,7 +109,7 @@ def bench_bundle(bundle: str, iterations: int, overrides: dict, amp_dtype: str |
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundles", nargs="+", default=["radiogenomic", "radiogan", "ctstyle"])
+    parser.add_argument("--bundles", nargs="+", default=bundle_names())
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--override", nargs="*", default=[], help="config overrides key=value (JSON values)")
     parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,
@@ -129,4 +132,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

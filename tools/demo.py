@@ -1,65 +1,165 @@
-"""`make demo`: train, evaluate and export every bundle briefly on its built-in demo cohort.
+"""`make demo`: prepare, train, export, infer and evaluate every bundle on its built-in demo cohort.
 
-Runs the same commands the README documents, one bundle after another, and ends with a summary of
-where each result is. A bundle's demo cohort and prepared dataset are created on first use.
+Runs the commands the README documents, one bundle after another, on the demo path: each bundle's own default
+folders (``<bundle>/data/raw``, ``<bundle>/data/prepared``, ``<bundle>/outputs``, ``<bundle>/models``). Run twice, it
+says for every step what it does with what is already there:
 
-    python tools/demo.py [--bundles radiogenomic radiogan ctstyle] [--epochs N]
+- preparation: a demo dataset this tool prepared is kept (delete it with ``make clean-outputs`` to prepare again);
+- training: a demo run this tool started is resumed (a finished one trains nothing more);
+- export: models/<name>.pt is replaced only if this tool wrote it; a model of yours there stops the demo;
+- inference and evaluation: replace their own earlier outputs.
+
+Everything the demo creates is listed in ``.demo_outputs.json`` at the repository root; ``make clean-outputs``
+(``python tools/demo.py --clean``) removes exactly those paths, nothing else.
+
+    python tools/demo.py [--bundles radiogenomic radiogan ctstyle] [--epochs N] [--clean]
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import shlex
+import shutil
 import subprocess
 import sys
 import time
 from pathlib import Path
 
+from bundles import bundle_names
+
 REPO = Path(__file__).resolve().parents[1]
-BUNDLES = ("radiogenomic", "radiogan", "ctstyle")
+BUNDLES = bundle_names()
+MANIFEST = REPO / ".demo_outputs.json"
+
+
+def created() -> list[str]:
+    """The paths the demo created so far (absolute)."""
+    return json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else []
+
+
+def record(path: Path) -> None:
+    """Remember that the demo created ``path`` (only call it for a path that did not exist before)."""
+    paths = created()
+    if str(path) not in paths:
+        MANIFEST.write_text(json.dumps([*paths, str(path)], indent=1))
+
+
+def claim(path: Path) -> bool:
+    """Before a step writes ``path``: record it when it does not exist yet; True when the demo owns it."""
+    if not path.exists():
+        record(path)
+        return True
+    return str(path) in created()
 
 
 def run(command: list[str]) -> None:
     print(f"\n$ {shlex.join(command)}", flush=True)
-    subprocess.run(command, cwd=REPO, check=True)
+    result = subprocess.run(command, cwd=REPO)
+    if result.returncode != 0:
+        sys.exit(result.returncode)
 
 
-def bundle_commands(name: str, epochs: int | None) -> list[list[str]]:
-    configs = REPO / f"{name}_bundle" / "configs"
-    train = [sys.executable, "-m", "monai.bundle", "run", "training", "--config_file", str(configs / "train.json")]
+def bundle_run(run_id: str, config: Path, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(config), *overrides]
+
+
+def step_prepare(root: Path) -> None:
+    configs = root / "configs"
+    dataset = root / "data" / "prepared"
+    if (dataset / "datalist.json").is_file():
+        print(f"\n[preparation] keeping the demo dataset prepared earlier in {dataset}")
+        return
+    for path in (root / "data" / "raw", dataset):
+        claim(path)
+    print(f"\n[preparation] demo path: writing the demo cohort into {root / 'data' / 'raw'} if missing, then {dataset}")
+    run(bundle_run("preparation", configs / "prepare.json"))
+
+
+def step_train(root: Path, output_dir: Path, epochs: int | None, *overrides: str) -> None:
+    checkpoint = output_dir / "checkpoints" / "checkpoint_latest.pt"
+    if not claim(output_dir):
+        sys.exit(f"error: {output_dir}: holds a training this demo did not start -> move it away, or run the "
+                 "bundle's commands yourself with another --output_dir")
+    extra = [*overrides, "--output_dir", str(output_dir)]
     if epochs is not None:
-        train += ["--train#trainer#max_epochs", str(epochs)]
-    commands = [train]
+        extra += ["--train#trainer#max_epochs", str(epochs)]
+    if checkpoint.is_file():
+        print(f"\n[training] resuming the demo run in {output_dir} (a finished run trains nothing more)")
+        extra += ["--resume", "true"]
+    else:
+        print(f"\n[training] new demo run in {output_dir}")
+    run(bundle_run("training", root / "configs" / "train.json", *extra))
+
+
+def step_export(root: Path, checkpoint: Path, name: str) -> None:
+    models = root / "models"
+    targets = [models / f"{name}{suffix}" for suffix in (".pt", ".json", ".ts", ".onnx")] + [models / f"{name}_export.json"]
+    owned = [claim(path) for path in targets]
+    if not all(owned):
+        sys.exit(f"error: {models / (name + '.pt')}: holds a model this demo did not export -> move it away to run "
+                 "the demo")
+    print(f"\n[export] {checkpoint} -> {models / (name + '.pt')} (replacing the demo's own earlier export)")
+    run([sys.executable, str(REPO / "tools" / "export.py"), "--bundle", str(root), "--ckpt", str(checkpoint),
+         "--name", name, "--overwrite"])
+
+
+def step_output(root: Path, run_id: str, config: str, folder: Path) -> None:
+    claim(folder)
+    what = "replacing its own earlier output" if folder.exists() else "new output"
+    print(f"\n[{run_id}] {folder} ({what})")
+    run(bundle_run(run_id, root / "configs" / config))
+
+
+def demo_bundle(name: str, epochs: int | None) -> None:
+    root = REPO / f"{name}_bundle"
+    outputs = root / "outputs"
+    step_prepare(root)
+    step_train(root, outputs, epochs)
+    step_export(root, outputs / "checkpoints" / "checkpoint_latest.pt", "model")
     if name == "radiogenomic":  # the paper's MC-GAN baseline, for Table 1 and Fig. 4 of the evaluation
-        baseline_dir = str(REPO / f"{name}_bundle" / "outputs" / "baseline")
-        commands.append(train + ["--model_type", "baseline", "--output_dir", baseline_dir])
-    for run_id, config in (("inference", "inference.json"), ("evaluation", "evaluate.json")):
-        if (configs / config).exists():
-            commands.append(
-                [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(configs / config)]
-            )
-    commands.append([sys.executable, str(REPO / "tools" / "export.py"), "--bundle", f"{name}_bundle"])
-    return commands
+        baseline = outputs / "baseline"
+        step_train(root, baseline, epochs, "--network#model_type", "baseline")
+        step_export(root, baseline / "checkpoints" / "checkpoint_latest.pt", "baseline_model")
+    step_output(root, "inference", "inference.json", outputs / "inference")
+    step_output(root, "evaluation", "evaluate.json", outputs / "evaluation")
+
+
+def clean() -> None:
+    """Remove what the demo created (and the lock files beside it), nothing else."""
+    paths = [Path(p) for p in created()]
+    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+        if path.is_dir():
+            shutil.rmtree(path)
+        elif path.exists():
+            path.unlink()
+        lock = path.parent / f".{path.name}.lock"
+        lock.unlink(missing_ok=True)
+        print(f"removed {path}")
+    MANIFEST.unlink(missing_ok=True)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundles", nargs="+", choices=BUNDLES, default=list(BUNDLES))
     parser.add_argument("--epochs", type=int, default=None, help="override each demo config's epoch count")
+    parser.add_argument("--clean", action="store_true", help="remove what earlier demo runs created, and stop")
     args = parser.parse_args()
+    if args.clean:
+        clean()
+        return
     summary = []
     for name in args.bundles:
         start = time.time()
-        for command in bundle_commands(name, args.epochs):
-            run(command)
+        demo_bundle(name, args.epochs)
         summary.append((name, time.time() - start))
     print("\nDemo finished. Results:")
     for name, seconds in summary:
-        out = REPO / f"{name}_bundle" / "outputs"
-        print(f"  {name:13s} {seconds / 60:5.1f} min   {out}/")
-        for sub in ("checkpoints", "samples", "inference", "evaluation", "export"):
-            if (out / sub).exists():
-                print(f"      {sub + '/':13s} {len(list((out / sub).iterdir()))} files")
+        root = REPO / f"{name}_bundle"
+        print(f"  {name:13s} {seconds / 60:5.1f} min")
+        for folder in (root / "outputs", root / "outputs" / "inference", root / "outputs" / "evaluation", root / "models"):
+            if folder.exists():
+                print(f"      {folder.relative_to(REPO)}/ ({len(list(folder.iterdir()))} entries)")
 
 
 if __name__ == "__main__":

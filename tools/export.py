@@ -1,21 +1,23 @@
-"""Export a bundle's trained generator to TorchScript and ONNX, checked against the eager network.
+"""The export step: place a trained run's generator in the bundle's models/ folder, as TorchScript and ONNX too.
 
-    python tools/export.py --bundle radiogan_bundle [--ckpt PATH] [--out DIR] [--no-onnx]
+    python tools/export.py --bundle radiogan_bundle [--ckpt PATH] [--name NAME] [--overwrite] [--no-onnx]
 
-Writes ``<output_dir>/export/generator.ts`` (MONAI ``ckpt_export``, config and metadata embedded),
-``generator.onnx`` and ``export_report.json`` with the largest absolute difference from eager outputs
-(TorchScript checked in a process that does not import ``bundles``, to 1e-5; ONNX with onnxruntime,
-to 1e-4). Equivalent TorchScript-only command with MONAI's CLI:
+Source: ``--ckpt`` (a training checkpoint such as ``<output_dir>/checkpoints/checkpoint_latest.pt``, or exported
+weights with their .json record); by default the bundle's ``models/<name>.pt`` when it exists (TorchScript and
+ONNX are written again from it), else the default training run's ``outputs/checkpoints/checkpoint_latest.pt``.
+Writes ``models/<name>.pt`` + ``.json`` (refusing to replace an existing one without ``--overwrite``), ``.ts``,
+``.onnx`` and ``<name>_export.json``; see ``bundles/export.py``. The name defaults to ``model``
+(``baseline_model`` for the radiogenomic MC-GAN baseline). MONAI's own command then works from the bundle:
 
-    python -m monai.bundle ckpt_export network_def --filepath generator.ts \\
-        --ckpt_file radiogan_bundle/outputs/checkpoints/checkpoint_latest.pt --key_in_ckpt generator \\
-        --config_file radiogan_bundle/configs/inference.json --meta_file radiogan_bundle/configs/metadata.json
+    python -m monai.bundle ckpt_export network_def --filepath model.ts --ckpt_file radiogan_bundle/models/model.pt \\
+        --meta_file radiogan_bundle/configs/metadata.json --config_file radiogan_bundle/configs/inference.json
 """
 
 import argparse
 from pathlib import Path
 
-from bundles.export import export_generator
+from bundles.errors import BundleInputError, run_tool
+from bundles.export import export_model
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -23,18 +25,27 @@ REPO = Path(__file__).resolve().parents[1]
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, help="bundle folder, e.g. radiogan_bundle")
-    parser.add_argument("--ckpt", default=None, help="checkpoint (default: the config's ckpt_path)")
-    parser.add_argument("--out", default=None, help="output folder (default: <output_dir>/export)")
+    parser.add_argument("--ckpt", default=None, help="source checkpoint (see above)")
+    parser.add_argument("--name", default=None, help="model name in models/ (default: model / baseline_model)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing models/<name>.pt")
     parser.add_argument("--no-onnx", action="store_true", help="TorchScript only")
     args = parser.parse_args()
     bundle = Path(args.bundle)
     if not bundle.is_dir():
         bundle = REPO / args.bundle
-    report = export_generator(bundle, args.ckpt, args.out, onnx=not args.no_onnx)
+    if not (bundle / "configs" / "inference.json").is_file():
+        raise BundleInputError("not a bundle folder (no configs/inference.json)", path=bundle, field="--bundle",
+                               hint="pass radiogenomic_bundle, radiogan_bundle or ctstyle_bundle")
+    source = args.ckpt
+    if source is None:
+        exported = bundle / "models" / f"{args.name or 'model'}.pt"
+        source = exported if exported.is_file() else bundle / "outputs" / "checkpoints" / "checkpoint_latest.pt"
+    report = export_model(bundle, source, name=args.name, overwrite=args.overwrite, onnx=not args.no_onnx)
+    print(f"model:       {report.model} (sha256 {report.sha256[:16]})")
     print(f"TorchScript: {report.torchscript} (max |ts - eager| = {report.torchscript_max_abs_diff:.2e})")
     if report.onnx:
         print(f"ONNX:        {report.onnx} (max |onnx - eager| = {report.onnx_max_abs_diff:.2e})")
 
 
 if __name__ == "__main__":
-    main()
+    run_tool(main)

@@ -14,7 +14,7 @@ import sys
 import nibabel as nib
 import numpy as np
 
-from bundles.errors import BundleInputError
+from bundles.errors import run_tool
 from bundles.fileio import atomic_path
 from bundles.io.pet_datalist import find_pet_series
 from bundles.transforms.suv import LoadPETSUV
@@ -27,12 +27,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if not args.out.endswith((".nii", ".nii.gz")):
         parser.error("OUT must end in .nii or .nii.gz")
-    try:
-        series_dir = find_pet_series(args.study_dir)
-        suv = LoadPETSUV()(series_dir)
-    except BundleInputError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+    series_dir = find_pet_series(args.study_dir)
+    suv = LoadPETSUV()(series_dir)
     volume = suv[0].numpy().astype(np.float32)
     with atomic_path(args.out) as tmp:
         nib.save(nib.Nifti1Image(volume, suv.affine.numpy()), tmp)
@@ -43,4 +39,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_tool(main))

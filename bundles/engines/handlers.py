@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import pickle
 from pathlib import Path
 
 import matplotlib
@@ -15,11 +14,11 @@ import torch  # noqa: E402
 from ignite.engine import Engine, Events  # noqa: E402
 from ignite.handlers import ProgressBar  # noqa: E402
 from monai.handlers import from_engine  # noqa: E402
-from torch.nn.parallel import DistributedDataParallel  # noqa: E402
 
 from bundles.config import as_flag  # noqa: E402
 from bundles.errors import BundleInputError  # noqa: E402
 from bundles.fileio import atomic_torch_save, save_figure  # noqa: E402
+from bundles.models import load_checkpoint, load_state_into, unwrap  # noqa: E402
 
 logger = logging.getLogger(__name__)
 
@@ -27,11 +26,6 @@ logger = logging.getLogger(__name__)
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of an initialised process group."""
     return not (torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
-
-
-def unwrap(module: torch.nn.Module) -> torch.nn.Module:
-    """The bare network inside a DistributedDataParallel wrapper (checkpoints hold bare state dicts)."""
-    return module.module if isinstance(module, DistributedDataParallel) else module
 
 
 def save_image_grid(columns: list[tuple[str, torch.Tensor]], path: str | Path, title: str = "") -> Path:
@@ -112,7 +106,8 @@ class LossHistory:
     """Append every iteration's loss terms to ``output_dir/losses.jsonl``; plot ``loss_curves.png`` per epoch.
 
     One JSON object per line: ``{"epoch", "iteration", <term>: value, ...}``, flushed each iteration so
-    the history survives a crash (a resumed run appends after it, repeating iterations it redoes).
+    the history survives a crash (a resumed run appends after it, repeating iterations it redoes). A last line
+    cut short by a crash or a full disk is removed when the run starts again, so the file stays JSON Lines.
     """
 
     def __init__(self, output_dir: str, plot_every_n_epochs: int = 1):
@@ -122,8 +117,19 @@ class LossHistory:
 
     def attach(self, engine: Engine) -> None:
         if is_main_process():
+            engine.add_event_handler(Events.STARTED, self.repair)
             engine.add_event_handler(Events.ITERATION_COMPLETED, self.record)
             engine.add_event_handler(Events.EPOCH_COMPLETED(every=self.plot_every_n_epochs), self.plot)
+
+    def repair(self, engine: Engine | None = None) -> None:
+        """Cut a last line that a crash left without its newline."""
+        if not self.path.is_file():
+            return
+        with open(self.path, "rb+") as f:
+            data = f.read()
+            if data and not data.endswith(b"\n"):
+                f.truncate(data.rfind(b"\n") + 1)
+                logger.warning("%s: removed a last line cut short by an interrupted run", self.path)
 
     def record(self, engine: Engine) -> None:
         losses = from_engine(["loss"], first=True)(engine.state.output)
@@ -183,56 +189,6 @@ class ShardLog:
             f.write(json.dumps({"epoch": engine.state.epoch, "indices": list(sampler.last_indices)}) + "\n")
 
 
-class MLflowExtras:
-    """Complete what ``--tracking mlflow`` records: hyper-parameters, both learning rates, sample grids.
-
-    MONAI's MLFlowHandler (added by ``--tracking``) logs the "loss" dict, the generator's learning rate
-    and the executed config. This handler finds that handler's run on the same engine and adds ``params``
-    (a flat dict from the config), the discriminator's learning rate each epoch and every sample grid PNG
-    (artifact folder ``samples``). It also logs the executed config that ``--tracking`` wrote to
-    ``output_dir/config_<time>.json``: MONAI's handler misses it when ``--output_dir`` is given as a plain
-    path on the command line. Without ``--tracking`` it does nothing.
-    """
-
-    def __init__(self, params: dict | None = None, output_dir: str | None = None):
-        self.params = params or {}
-        self.output_dir = None if output_dir is None else Path(output_dir)
-        self._started = False
-
-    def attach(self, engine: Engine) -> None:
-        engine.add_event_handler(Events.EPOCH_COMPLETED, self)
-
-    @staticmethod
-    def _mlflow_run(engine: Engine):
-        from monai.handlers import MLFlowHandler
-
-        for handler, _, _ in engine._event_handlers.get(Events.STARTED, []):
-            owner = getattr(handler, "__self__", None)
-            if isinstance(owner, MLFlowHandler) and owner.cur_run is not None:
-                return owner.client, owner.cur_run.info.run_id
-        return None, None
-
-    def __call__(self, engine: Engine) -> None:
-        client, run_id = self._mlflow_run(engine)
-        if client is None or not is_main_process():
-            return
-        if not self._started:
-            from mlflow.entities import Param
-
-            params = [Param(k, str(v)) for k, v in self.params.items()]
-            if params:
-                client.log_batch(run_id, params=params)
-            configs = sorted(self.output_dir.glob("config_*.json")) if self.output_dir else []
-            if configs:
-                client.log_artifact(run_id, str(configs[-1]))
-            self._started = True
-        for i, group in enumerate(engine.d_optimizer.param_groups):
-            client.log_metric(run_id, f"d_lr_group_{i}", float(group["lr"]), step=engine.state.iteration)
-        grid = getattr(engine.state, "sample_grid", None)
-        if grid:
-            client.log_artifact(run_id, grid, artifact_path="samples")
-
-
 def _state_of(obj) -> dict:
     if isinstance(obj, torch.nn.Module):
         return unwrap(obj).state_dict()
@@ -284,47 +240,6 @@ class AtomicCheckpointSaver:
             old.unlink()
 
 
-def load_checkpoint(path: str | Path) -> dict:
-    """Load a checkpoint with ``weights_only=True``: tensors and plain containers only, never code.
-
-    Raises:
-        BundleInputError: the file is missing, or is not a plain-weights checkpoint (a pickle that would
-            run code is refused, not executed).
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise BundleInputError("checkpoint file not found", path=path, hint="check the checkpoint path")
-    try:
-        return torch.load(path, map_location="cpu", weights_only=True)
-    except pickle.UnpicklingError as err:
-        raise BundleInputError(
-            f"refused to load: not a plain-weights checkpoint ({str(err).splitlines()[0]})",
-            path=path,
-            hint="only load checkpoints written by these bundles or from a source you trust",
-        ) from err
-
-
-def load_state_into(module: torch.nn.Module, state: dict, path: str | Path, key: str) -> None:
-    """Load ``state`` into ``module``, turning a key/shape mismatch into an error naming what differs."""
-    target = unwrap(module)
-    own = target.state_dict()
-    missing = sorted(set(own) - set(state))
-    unexpected = sorted(set(state) - set(own))
-    mismatched = sorted(k for k in set(own) & set(state) if tuple(own[k].shape) != tuple(state[k].shape))
-    if missing or unexpected or mismatched:
-        details = []
-        for label, keys in (("missing", missing), ("unexpected", unexpected), ("wrong shape", mismatched)):
-            if keys:
-                details.append(f"{label}: {', '.join(keys[:5])}{' ...' if len(keys) > 5 else ''}")
-        raise BundleInputError(
-            f"checkpoint entry '{key}' does not fit the configured {type(target).__name__} ({'; '.join(details)})",
-            path=path,
-            field=key,
-            hint="the checkpoint was written by another network or configuration (image size, gene count, ...)",
-        )
-    target.load_state_dict(state)
-
-
 class CheckpointResumer:
     """At start, restore ``load_dict`` from ``ckpt_dir/checkpoint_latest.pt`` when ``enabled`` and it exists.
 
@@ -348,9 +263,12 @@ class CheckpointResumer:
             logger.info("resume requested but %s does not exist yet: starting from scratch", self.path)
             return
         checkpoint = load_checkpoint(self.path)
-        for name, obj in self.load_dict.items():
+        # the network record first: other settings give a clearer message than a weight-shape mismatch
+        for name, obj in sorted(self.load_dict.items(), key=lambda item: item[0] != "network"):
             if name not in checkpoint:
-                raise BundleInputError(f"checkpoint has no entry '{name}'", path=self.path, field=name)
+                raise BundleInputError(f"checkpoint has no entry '{name}'", path=self.path, field=name,
+                                       hint="resume only runs written by this version, or train into a new "
+                                       "--output_dir")
             if isinstance(obj, torch.nn.Module):
                 load_state_into(obj, checkpoint[name], self.path, name)
             elif isinstance(obj, Engine):
@@ -358,7 +276,14 @@ class CheckpointResumer:
                 obj.load_state_dict(checkpoint[name])
                 obj.state.max_epochs = max_epochs
             else:
-                obj.load_state_dict(checkpoint[name])
+                try:
+                    obj.load_state_dict(checkpoint[name])
+                except (ValueError, KeyError, RuntimeError) as err:
+                    if isinstance(err, BundleInputError):
+                        raise
+                    raise BundleInputError(f"checkpoint entry '{name}' does not fit ({err})", path=self.path,
+                                           field=name, hint="resume with the settings of the interrupted run, or "
+                                           "train into a new --output_dir") from err
         epoch_length = engine.state.epoch_length
         done_in_epoch = engine.state.iteration % epoch_length if epoch_length else 0
         sampler = getattr(getattr(engine, "data_loader", None), "sampler", None)

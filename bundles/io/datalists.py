@@ -47,7 +47,7 @@ def _patient_series(patient_dir: Path) -> tuple[dict[str, Path], list[tuple[Path
     return cts, segs
 
 
-def nsclc_datalist(raw_dir, genes_path=None) -> list[dict]:
+def nsclc_datalist(raw_dir, genes_path=None) -> tuple[list[dict], list[dict]]:
     """One entry per patient who has a CT series, a SEG of it and (when a gene table is given) a gene column.
 
     Layout: ``raw_dir/<PatientID>/<study>/<series>/*.dcm`` (TCIA). The CT series is chosen by Modality (PET and
@@ -59,7 +59,8 @@ def nsclc_datalist(raw_dir, genes_path=None) -> list[dict]:
         genes_path: GEO table (first row = patient IDs); ``raw_dir/genes.tsv`` when None and that file exists.
 
     Returns:
-        ``[{"patient_id", "image": CT series folder, "seg": SEG file}]``, sorted by patient ID (absolute paths).
+        (entries ``[{"patient_id", "image": CT series folder, "seg": SEG file}]`` sorted by patient ID, with
+        absolute paths; skipped patients ``[{"patient_id", "reason"}]``).
 
     Raises:
         BundleInputError: no such folder, a gene table with no patient in common with the images, or no patient
@@ -72,17 +73,22 @@ def nsclc_datalist(raw_dir, genes_path=None) -> list[dict]:
         genes_path = raw_dir / "genes.tsv"
     gene_ids = None if genes_path is None else set(read_gene_table(genes_path).patient_ids)
 
-    entries, lacking = [], {"image": [], "SEG": [], "genes": []}
+    entries, lacking, skipped = [], {"image": [], "SEG": [], "genes": []}, []
     patients = sorted(p for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     for patient_dir in patients:
         pid = patient_dir.name
         cts, segs = _patient_series(patient_dir)
+        reasons = []
         if gene_ids is not None and pid not in gene_ids:
             lacking["genes"].append(pid)
+            reasons.append(f"no column in the gene table {genes_path}")
         if not segs:
             lacking["SEG"].append(pid)
+            reasons.append(f"no DICOM SEG series under {patient_dir}")
             if not cts:
                 lacking["image"].append(pid)
+                reasons.append("no CT series")
+            skipped.append({"patient_id": pid, "reason": "; ".join(reasons)})
             continue
         seg_path, seg = segs[0]
         if len(segs) > 1:
@@ -93,9 +99,11 @@ def nsclc_datalist(raw_dir, genes_path=None) -> list[dict]:
             image = next(iter(cts.values()))
         if image is None:
             lacking["image"].append(pid)
+            reasons.append(f"no CT series that the SEG {seg_path.name} references")
+        if reasons:
+            skipped.append({"patient_id": pid, "reason": "; ".join(reasons)})
             continue
-        if gene_ids is None or pid in gene_ids:
-            entries.append({"patient_id": pid, "image": str(image), "seg": str(seg_path)})
+        entries.append({"patient_id": pid, "image": str(image), "seg": str(seg_path)})
 
     for what, who in lacking.items():
         if who:
@@ -111,7 +119,7 @@ def nsclc_datalist(raw_dir, genes_path=None) -> list[dict]:
         raise BundleInputError("no patient has a CT series, a SEG and genes", path=raw_dir,
                                hint="check the tree layout <PatientID>/<study>/<series>/*.dcm")
     logger.info("nsclc datalist: %d of %d patients complete", len(entries), len(patients))
-    return entries
+    return entries, skipped
 
 
 def check_label_map(path, allowed=CTSEG_LABELS) -> np.ndarray:
@@ -140,7 +148,8 @@ def ctseg_datalist(root) -> list[dict]:
     """
     root = Path(root).resolve()
     if not root.is_dir():
-        raise BundleInputError("CT / label-map folder not found", path=root)
+        raise BundleInputError("CT / label-map folder not found", path=root,
+                               hint='pass --raw_dir <folder of <PatientID>/ct_sNNN.nii.gz + label_sNNN.nii.gz>')
     entries = []
     for patient_dir in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
         cts = {m.group(1): p for p in patient_dir.glob("ct_s*.nii*") if (m := re.match(r"ct_s(\d+)\.nii", p.name))}
@@ -155,7 +164,8 @@ def ctseg_datalist(root) -> list[dict]:
             label_shape = check_label_map(labels[key]).shape
             if ct_shape != label_shape:
                 raise BundleInputError(f"label map {label_shape} and CT {ct_shape} differ in size",
-                                       path=labels[key], field="shape")
+                                       path=labels[key], field="shape",
+                                       hint='resample the label map onto its CT slice')
             entries.append({"patient_id": patient_dir.name, "image": str(cts[key]), "label": str(labels[key])})
     if not entries:
         raise BundleInputError("no ct_sNNN.nii.gz / label_sNNN.nii.gz pairs found", path=root,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import zlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +40,8 @@ class GeneTable:
         index = {p: i for i, p in enumerate(self.patient_ids)}
         missing = [p for p in patient_ids if p not in index]
         if missing:
-            raise KeyError(f"patients not in the gene table: {missing}")
+            raise BundleInputError(f"{len(missing)} profile(s) not in the gene table, e.g. {missing[:3]}",
+                                   field="gene_profiles", hint=f"choose columns of the table, e.g. {self.patient_ids[:3]}")
         return GeneTable(list(patient_ids), list(self.gene_names), self.values[:, [index[p] for p in patient_ids]])
 
 
@@ -61,10 +63,12 @@ def read_gene_table(path) -> GeneTable:
     try:
         with opener(path, "rt", encoding="utf-8") as f:
             lines = [line.rstrip("\r\n") for line in f if line.strip()]
-    except (OSError, UnicodeDecodeError, EOFError) as err:
-        raise BundleInputError(f"unreadable gene table ({err})", path=path) from err
+    except (OSError, UnicodeDecodeError, EOFError, zlib.error) as err:
+        raise BundleInputError(f"unreadable gene table ({type(err).__name__}: {err})", path=path,
+                               hint="the file is damaged or not a text table: download or export it again") from err
     if len(lines) < 2:
-        raise BundleInputError("the gene table has no gene rows", path=path)
+        raise BundleInputError("the gene table has no gene rows", path=path,
+                               hint='give a table with a header row of patient IDs and one row per gene')
     header = lines[0].split("\t")
     width = len(lines[1].split("\t"))
     if len(header) == width:
@@ -78,7 +82,8 @@ def read_gene_table(path) -> GeneTable:
     seen = set()
     for p in patient_ids:
         if not p or p in seen:
-            raise BundleInputError(f"empty or duplicate patient ID {p!r} in the header", path=path, field="line 1")
+            raise BundleInputError(f"empty or duplicate patient ID {p!r} in the header", path=path, field="line 1",
+                                   hint='give each patient column a unique, non-empty ID')
         seen.add(p)
 
     gene_names = []
@@ -87,8 +92,8 @@ def read_gene_table(path) -> GeneTable:
         cells = line.split("\t")
         if len(cells) != width:
             raise BundleInputError(
-                f"line has {len(cells)} fields, expected {width}", path=path, field=f"line {row + 2}"
-            )
+                f"line has {len(cells)} fields, expected {width}", path=path, field=f"line {row + 2}",
+                hint='every row needs a gene name and one value per patient, tab-separated')
         gene_names.append(cells[0].strip())
         for col, cell in enumerate(cells[1:]):
             cell = cell.strip()
@@ -106,5 +111,6 @@ def read_gene_table(path) -> GeneTable:
                 ) from err
     if len(set(gene_names)) != len(gene_names):
         duplicates = sorted(g for g, n in Counter(gene_names).items() if n > 1)[:5]
-        raise BundleInputError(f"duplicate gene names, e.g. {duplicates}", path=path, field="gene column")
+        raise BundleInputError(f"duplicate gene names, e.g. {duplicates}", path=path, field="gene column",
+                               hint='keep one row per gene (merge or drop the duplicates)')
     return GeneTable(patient_ids=patient_ids, gene_names=gene_names, values=values)

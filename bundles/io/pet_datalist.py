@@ -32,16 +32,19 @@ def _read_labels(path: Path) -> dict[str, str]:
         for row_number, row in enumerate(reader, start=2):
             patient, label = (row["patient_id"] or "").strip(), (row["label"] or "").strip()
             if not patient:
-                raise BundleInputError(f"row {row_number} has an empty patient_id", path=path, field="patient_id")
+                raise BundleInputError(f"row {row_number} has an empty patient_id", path=path, field="patient_id",
+                                       hint='fill in the patient_id of that row or remove the row')
             if label not in CLASSES:
                 raise BundleInputError(f"row {row_number} (patient {patient}): label {label!r} is not one of "
-                                       f"{', '.join(CLASSES)}", path=path, field="label")
+                                       f"{', '.join(CLASSES)}", path=path, field="label",
+                                       hint='use one of the five class names')
             if patient in labels:
                 raise BundleInputError(f"row {row_number}: patient {patient} is listed twice", path=path,
-                                       field="patient_id")
+                                       field="patient_id", hint='keep one row per patient')
             labels[patient] = label
     if not labels:
-        raise BundleInputError("the labels CSV has no rows", path=path)
+        raise BundleInputError("the labels CSV has no rows", path=path,
+                               hint='add one row per study: patient_id,label')
     return labels
 
 
@@ -78,10 +81,11 @@ def find_pet_series(folder: str | PathLike) -> Path:
     """The attenuation-corrected PET series folder in ``folder`` (itself, or the one below it, at any depth)."""
     folder = Path(folder)
     if not folder.is_dir():
-        raise BundleInputError("folder not found", path=folder)
+        raise BundleInputError("folder not found", path=folder, hint='check the path')
     series = [s for group in _pet_series(folder).values() for s in group]
     if not series:
-        raise BundleInputError("no PET (Modality PT) DICOM series in this folder", path=folder, field="Modality")
+        raise BundleInputError("no PET (Modality PT) DICOM series in this folder", path=folder, field="Modality",
+                               hint='point the path at a folder holding a PET DICOM series')
     return _choose(str(series[0][1].get("PatientID", "")), series)
 
 
@@ -103,13 +107,14 @@ def pet_datalist(root: str | PathLike, labels_csv: str | PathLike | None = None)
     """
     root = Path(root)
     if not root.is_dir():
-        raise BundleInputError("PET data folder not found", path=root)
+        raise BundleInputError("PET data folder not found", path=root, hint='pass --raw_dir <folder of PET studies>')
     if not any(root.iterdir()):
         raise BundleInputError("PET data folder is empty", path=root, hint="put one folder per study here")
     labels = _read_labels(Path(labels_csv) if labels_csv is not None else root / "labels.csv")
     series = _pet_series(root)
     if not series:
-        raise BundleInputError("no PET (Modality PT) DICOM series under this folder", path=root, field="Modality")
+        raise BundleInputError("no PET (Modality PT) DICOM series under this folder", path=root, field="Modality",
+                               hint='put the PET DICOM series (Modality PT) under this folder')
     unlabelled = sorted(set(series) - set(labels))
     if unlabelled:
         logger.warning("PET series without a label (left out): %s", ", ".join(unlabelled))

@@ -119,7 +119,7 @@ def _tz(ds: pydicom.Dataset, path) -> timezone | None:
         hours, minutes = int(text[1:3]), int(text[3:5])
     except (ValueError, IndexError):
         raise BundleInputError(f"TimezoneOffsetFromUTC is not &HHMM: {text!r}", path=_file_of(ds, path),
-                               field="TimezoneOffsetFromUTC") from None
+                               field="TimezoneOffsetFromUTC", hint='fix the tag (e.g. +0100) or remove it') from None
     return timezone(sign * timedelta(hours=hours, minutes=minutes))
 
 
@@ -128,7 +128,7 @@ def _parse(kind, text, tag: str, ds: pydicom.Dataset, path):
         return kind(str(text).strip())
     except (ValueError, TypeError):
         raise BundleInputError(f"{tag} is not a valid DICOM {kind.__name__}: {text!r}", path=_file_of(ds, path),
-                               field=tag) from None
+                               field=tag, hint="fix the tag's value in the series") from None
 
 
 def _combine(day: date, clock: time, tz: timezone | None) -> datetime:
@@ -195,11 +195,13 @@ def suv_factor(headers: list[pydicom.Dataset], path: str | PathLike | None = Non
         BundleInputError: a missing or contradictory tag, naming the tag and the file.
     """
     if not headers:
-        raise BundleInputError("no PET slices to compute SUV from", path=path)
+        raise BundleInputError("no PET slices to compute SUV from", path=path,
+                               hint='point the path at a PET series folder')
     first = headers[0]
     if first.get("Modality") != "PT":
         raise BundleInputError(f"SUV needs a PET series (Modality PT), got {first.get('Modality')!r}",
-                               path=_file_of(first, path), field="Modality")
+                               path=_file_of(first, path), field="Modality",
+                               hint='point the path at the PET series, not another modality')
     _check_one_series(headers, path)
 
     corrected = first.get("CorrectedImage")
@@ -209,7 +211,7 @@ def suv_factor(headers: list[pydicom.Dataset], path: str | PathLike | None = Non
     if "ATTN" not in corrected or "DECY" not in corrected:
         raise BundleInputError(f"CorrectedImage {corrected} lacks ATTN and/or DECY: the image is not attenuation "
                                "and decay corrected, so SUV is undefined", path=_file_of(first, path),
-                               field="CorrectedImage")
+                               field="CorrectedImage", hint='use the attenuation- and decay-corrected PET series')
     units = _value(first, "Units")
     if units is None:
         raise _missing("Units", first, path, "expected BQML (Bq/ml), CNTS (Philips) or GML")
@@ -289,7 +291,8 @@ def _bqml(headers: list[pydicom.Dataset], path, explanation: list[str]) -> SUVFa
         result.branch = "BQML, DecayCorrection START: decayed dose = dose * 2^(-(t_scan - t_inj) / T1/2)"
     else:
         raise BundleInputError(f"DecayCorrection {decay_correction!r} is not START or ADMIN (and CorrectedImage "
-                               "says DECY)", path=_file_of(first, path), field="DecayCorrection")
+                               "says DECY)", path=_file_of(first, path), field="DecayCorrection",
+                               hint='set DecayCorrection to START or ADMIN')
     result.factors = np.full(len(headers), weight * 1000.0 / decayed, dtype=np.float64)
     return result
 

@@ -75,8 +75,8 @@ class LabelToOneHot(Transform):
     def __call__(self, img: torch.Tensor) -> torch.Tensor:
         if img.shape[0] != 1:
             raise BundleInputError(
-                f"label map must have one channel, got shape {tuple(img.shape)}", path=_source_path(img), field="label"
-            )
+                f"label map must have one channel, got shape {tuple(img.shape)}", path=_source_path(img), field="label",
+                hint='pass a single-channel map of the six label values')
         index = torch.as_tensor(label_indices(img[0], self.values, path=_source_path(img)), device=img.device)
         onehot = torch.stack([(index == s) for s in range(len(self.values))]).to(torch.float32)
         return _with_meta_of(onehot, img)
@@ -172,8 +172,8 @@ class RandPerturbLabelBoundaries(RandomizableTransform):
     def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
         if img.ndim != 3 or img.shape[0] != 1:
             raise BundleInputError(
-                f"expected a (1, H, W) label map, got shape {tuple(img.shape)}", path=_source_path(img), field="label"
-            )
+                f"expected a (1, H, W) label map, got shape {tuple(img.shape)}", path=_source_path(img), field="label",
+                hint='pass a single 2D label map')
         if randomize:
             self.randomize(img.shape[1:])
         if self._field is None:

@@ -42,17 +42,21 @@ from bundles.evaluation.style_metrics import (  # noqa: E402
     organ_mean_hu,
     threshold_resegmentation,
 )
-from bundles.fileio import atomic_write_text, save_figure  # noqa: E402
+from bundles.fileio import atomic_dir, atomic_write_text, save_figure  # noqa: E402
+from bundles.models import Model  # noqa: E402
 from bundles.networks.vgg import VGG19Features  # noqa: E402
+from bundles.runs import RUN_INFO, run_info, write_run_info  # noqa: E402
 from bundles.transforms.intensity import hu_from_scaled  # noqa: E402
 from bundles.transforms.labels import LABEL_VALUES, SEGMENT_NAMES  # noqa: E402
 from bundles.workflows.ctstyle_inference import generate, load_slice_pair  # noqa: E402
+from bundles.workflows.ctstyle_prepare import load_datalist  # noqa: E402
 
 __all__ = ["evaluate", "TARGETS"]
 
 logger = logging.getLogger(__name__)
 
 TARGETS = {"gram_reduction": 0.30, "dice": 0.80, "pairwise_ssim": 0.98}
+KIND = "ctstyle evaluation"
 
 
 def _nanmean(values) -> float | None:
@@ -90,24 +94,25 @@ def _at(size: int | None, *tensors: torch.Tensor) -> list[torch.Tensor]:
 
 @torch.no_grad()
 def evaluate(
-    generator: torch.nn.Module,
+    model: Model,
     vgg: VGG19Features,
-    split: dict,
+    dataset_dir: str | Path,
     evaluation_dir: str | Path,
     *,
+    device: str | torch.device = "cpu",
     seeds: Sequence[int] = (0, 1, 2, 3),
     max_maps: int | None = None,
-    noise_dim: int = 200,
     air_below_hu: float = -500.0,
     bone_above_hu: float = 150.0,
     loss_size: int | None = None,
+    settings: dict | None = None,
 ) -> dict:
-    """Run the evaluation on ``split["evaluation"]`` (datalist entries) against ``split["style"]``.
+    """Run the evaluation on the prepared dataset's evaluation slices against its style slice.
 
     Args:
-        generator: trained generator (eval mode); vgg: the feature network used in training.
-        split: output of :func:`bundles.workflows.ctstyle_inference.split_cohort`.
-        evaluation_dir: output folder.
+        model: the trained model (:func:`bundles.models.read_model`); vgg: the feature network used in training.
+        dataset_dir: the prepared dataset (read only).
+        evaluation_dir: a missing or empty folder, or an earlier output of this evaluation (replaced).
         seeds: noise seeds per map (at least two, for the diversity measure).
         max_maps: evaluate only the first ``max_maps`` maps (``None``: all).
         air_below_hu, bone_above_hu: thresholds of the re-segmentation.
@@ -118,12 +123,15 @@ def evaluate(
         The dictionary written to ``evaluation.json``.
     """
     if len(seeds) < 2:
-        raise BundleInputError("need at least two seeds to measure diversity", field="seeds")
+        raise BundleInputError("need at least two seeds to measure diversity", field="seeds",
+                               hint="pass --seeds \"[0, 1, 2, 3]\"")
+    split = load_datalist(dataset_dir)
+    generator = model.load(device)
+    noise_dim = int(model.network["noise_dim"])
     entries = list(split["evaluation"])[: max_maps or None]
     if not entries:
         raise BundleInputError("no evaluation maps: the split holds no evaluation patient", field="num_eval_patients",
                                hint="set num_eval_patients >= 1")
-    out_dir = Path(evaluation_dir)
     style, style_onehot = load_slice_pair(split["style"]["image"], split["style"]["label"])
     style_hu = hu_from_scaled(style[0, 0]).numpy()
     style_map = np.asarray(LABEL_VALUES)[style_onehot[0].argmax(0).numpy()]
@@ -134,7 +142,8 @@ def evaluate(
         content, onehot = load_slice_pair(entry["image"], entry["label"])
         if content.shape != style.shape:
             raise BundleInputError(f"map {tuple(content.shape[2:])} and style image {tuple(style.shape[2:])} differ "
-                                   "in size", path=entry["label"], field="label")
+                                   "in size", path=entry["label"], field="label",
+                                   hint='prepare the dataset again (all slices are resized to image_size)')
         label_map = np.asarray(LABEL_VALUES)[onehot[0].argmax(0).numpy()]
         fakes = torch.cat([generate(generator, onehot, int(s), noise_dim) for s in seeds])
         d_content = organ_gram_distances(vgg, *_at(loss_size, content, onehot, style, style_onehot))
@@ -186,10 +195,12 @@ def evaluate(
         "vgg_pretrained": bool(vgg.pretrained),
         "summary": summary, "targets": TARGETS, "passed": passed, "per_map": per_map,
     })
-    _figures(out_dir, examples, style, result, hu_range, seeds, air_below_hu, bone_above_hu)
-    atomic_write_text(json.dumps(result, indent=1), out_dir / "evaluation.json")
+    with atomic_dir(evaluation_dir, record=RUN_INFO, kind=KIND, setting="evaluation_dir") as work:
+        _figures(work, examples, style, result, hu_range, seeds, air_below_hu, bone_above_hu)
+        atomic_write_text(json.dumps(result, indent=1), work / "evaluation.json")
+        write_run_info(work, run_info(KIND, settings=settings, datalist=Path(dataset_dir) / "datalist.json"))
     logger.info("evaluation: gram reduction %s, Dice %s, pairwise SSIM %s -> %s", summary["gram_reduction"],
-                summary["dice_mean"], summary["pairwise_ssim"], out_dir / "evaluation.json")
+                summary["dice_mean"], summary["pairwise_ssim"], Path(evaluation_dir) / "evaluation.json")
     return result
 
 

@@ -1,17 +1,14 @@
-"""ctstyle data split and inference: label map (+ optional boundary perturbation) + seed -> CT in HU.
+"""ctstyle inference: label map (+ optional boundary perturbation) + seed -> CT in HU.
 
-Data: a ctseg cohort (``<root>/<PatientID>/ct_sNNN.nii.gz`` in HU + ``label_sNNN.nii.gz`` with the six
-values), as written by ``bundles.phantoms.ctseg.write_ctseg_cohort`` and read by
-``bundles.io.datalists.ctseg_datalist``. :func:`split_cohort` picks ONE style slice of one patient (the
-paper trains a generator per style image), holds out ``num_eval_patients`` other patients for evaluation
-and trains on the slices of the rest.
+The trained model comes from its record (:mod:`bundles.models`), so inference needs no prepared dataset: label
+maps are 2D NIfTI files with the six values (0, 50, 100, 150, 200, 230) at the model's size. By default the
+maps of a prepared dataset's evaluation patients are used.
 """
 
 from __future__ import annotations
 
 import json
 import logging
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -20,87 +17,62 @@ import numpy as np
 import torch
 
 from bundles.engines.ctstyle import map_to_display
-from bundles.engines.handlers import load_checkpoint, load_state_into, save_image_grid
+from bundles.engines.handlers import save_image_grid
 from bundles.errors import BundleInputError
-from bundles.fileio import atomic_write_text, replace_dir
+from bundles.fileio import atomic_dir, atomic_path, atomic_write_text, written_by
+from bundles.io.synthetic_dicom import SyntheticProvenance, write_synthetic_ct_labels
+from bundles.models import Model
+from bundles.runs import RUN_INFO, run_info, write_run_info
 from bundles.transforms.intensity import HU_MAX, HU_MIN, ScaleHU, hu_from_scaled
 from bundles.transforms.labels import LabelToOneHot, RandPerturbLabelBoundaries, label_indices
 
-__all__ = [
-    "ensure_cohort", "split_cohort", "load_map", "load_ct", "load_slice_pair", "load_generator",
-    "noise_for_seed", "generate", "run_inference",
-]
+__all__ = ["example_inputs", "load_map", "load_ct", "load_slice_pair", "noise_for_seed", "generate",
+           "prepared_maps", "prepared_style_image", "run_inference"]
+
+KIND = "ctstyle inference"
 
 logger = logging.getLogger(__name__)
 
 
-def ensure_cohort(raw_dir: str | Path, subjects: int = 12, size: int = 256, seed: int = 0, **kwargs) -> Path:
-    """Write the ctseg demo cohort into ``raw_dir`` when it holds no label map yet (saying so in the log)."""
-    raw_dir = Path(raw_dir)
-    if raw_dir.is_dir() and any(raw_dir.glob("*/label_s*.nii.gz")):
-        return raw_dir
-    from bundles.phantoms.ctseg import write_ctseg_cohort
+def prepared_maps(dataset_dir: str | Path) -> list[str]:
+    """The label maps of a prepared dataset's evaluation patients."""
+    from bundles.workflows.ctstyle_prepare import load_datalist
 
-    logger.info("no ctseg data in %s: writing the demo cohort (%d subjects, %d x %d, seed %d)", raw_dir, subjects,
-                size, size, seed)
-    return Path(write_ctseg_cohort(raw_dir, subjects=subjects, size=size, seed=seed, **kwargs))
+    return [e["label"] for e in load_datalist(dataset_dir)["evaluation"]]
 
 
-def split_cohort(
-    raw_dir: str | Path, style_patient: str | None = None, style_slice: int | None = None, num_eval_patients: int = 1
-) -> dict:
-    """Split a ctseg cohort into style slice, evaluation and training slices.
+def prepared_style_image(dataset_dir: str | Path) -> str | None:
+    """The style CT of a prepared dataset (shown beside the results), or ``None`` without a prepared dataset."""
+    from bundles.workflows.ctstyle_prepare import load_datalist
 
-    Args:
-        raw_dir: cohort root.
-        style_patient: PatientID of the style image (default: the last patient in sorted order).
-        style_slice: index of the slice among that patient's slices (default: the middle one).
-        num_eval_patients: patients held out for evaluation (the ones before the style patient).
+    if not (Path(dataset_dir) / "datalist.json").is_file():
+        return None
+    return load_datalist(dataset_dir)["style"]["image"]
 
-    Returns:
-        ``{"style": {"patient_id", "image", "label"}, "evaluation": [...], "training": [...]}`` with the
-        datalist entries ``{"patient_id", "image", "label"}``.
-    """
-    from bundles.io.datalists import ctseg_datalist
 
-    entries = ctseg_datalist(raw_dir)
-    patients = sorted({e["patient_id"] for e in entries})
-    style_patient = patients[-1] if style_patient is None else str(style_patient)
-    if style_patient not in patients:
-        raise BundleInputError(f"style patient {style_patient!r} not in the cohort ({len(patients)} patients)",
-                               path=raw_dir, field="style_patient", hint=f"choose one of {patients[:10]}")
-    others = [p for p in patients if p != style_patient]
-    if len(others) <= num_eval_patients:
-        raise BundleInputError(
-            f"{len(patients)} patients cannot give a style patient, {num_eval_patients} evaluation patient(s) and "
-            "training patients", path=raw_dir, field="num_eval_patients", hint="lower num_eval_patients")
-    eval_patients = set(others[len(others) - num_eval_patients:]) if num_eval_patients else set()
-    style_slices = [e for e in entries if e["patient_id"] == style_patient]
-    index = len(style_slices) // 2 if style_slice is None else int(style_slice)
-    if not 0 <= index < len(style_slices):
-        raise BundleInputError(f"style_slice {index} out of range: patient {style_patient} has {len(style_slices)}",
-                               field="style_slice")
-    return {
-        "style": style_slices[index],
-        "evaluation": [e for e in entries if e["patient_id"] in eval_patients],
-        "training": [e for e in entries if e["patient_id"] not in eval_patients and e["patient_id"] != style_patient],
-    }
+def example_inputs(model: Model) -> tuple[torch.Tensor, torch.Tensor]:
+    """(one-hot map (1, 6, S, S), noise (1, noise_dim)): inputs for export checks."""
+    size = int(model.inputs["image_size"])
+    onehot = torch.nn.functional.one_hot(torch.zeros(1, size, size, dtype=torch.long), 6).permute(0, 3, 1, 2).float()
+    return onehot, torch.randn(1, int(model.network["noise_dim"]))
 
 
 def _read_2d(path: str | Path, field: str) -> tuple[np.ndarray, np.ndarray]:
     """(array (X, Y) float32, 4x4 affine) of a 2D NIfTI (a trailing singleton axis is dropped)."""
     path = Path(path)
     if not path.is_file():
-        raise BundleInputError("file not found", path=path, field=field)
+        raise BundleInputError("file not found", path=path, field=field, hint='check the path')
     try:
         img = nib.load(str(path))
         arr = np.asarray(img.dataobj, dtype=np.float32)
     except Exception as exc:  # nibabel raises several types for unreadable files
-        raise BundleInputError(f"not a readable NIfTI file ({exc})", path=path, field=field) from exc
+        raise BundleInputError(f"not a readable NIfTI file ({exc})", path=path, field=field,
+                               hint='pass an intact .nii.gz file') from exc
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim != 2:
-        raise BundleInputError(f"expected a 2D slice, got shape {arr.shape}", path=path, field=field)
+        raise BundleInputError(f"expected a 2D slice, got shape {arr.shape}", path=path, field=field,
+                               hint='pass one 2D NIfTI slice')
     return arr, img.affine
 
 
@@ -124,16 +96,8 @@ def load_slice_pair(image_path: str | Path, label_path: str | Path) -> tuple[tor
     label, _ = load_map(label_path)
     if image.shape != label.shape:
         raise BundleInputError(f"CT {tuple(image.shape[1:])} and map {tuple(label.shape[1:])} differ in size",
-                               path=label_path, field="label")
+                               path=label_path, field="label", hint='pass a CT slice and its own label map')
     return image[None], LabelToOneHot()(label)[None]
-
-
-def load_generator(generator: torch.nn.Module, ckpt_path: str | Path, device: str | torch.device = "cpu"):
-    """Load the "generator" entry of a training checkpoint (or a bare state dict); eval mode on ``device``."""
-    state = load_checkpoint(ckpt_path)
-    state = state.get("generator", state)
-    load_state_into(generator, state, ckpt_path, "generator")
-    return generator.to(device).eval()
 
 
 def noise_for_seed(seed: int, noise_dim: int = 200) -> torch.Tensor:
@@ -148,80 +112,98 @@ def generate(generator: torch.nn.Module, onehot: torch.Tensor, seed: int, noise_
     return generator(onehot.to(device), noise_for_seed(seed, noise_dim).to(device)).cpu()
 
 
-def _case_name(map_path: Path) -> str:
-    stem = map_path.name.split(".")[0]
-    return f"{map_path.parent.name}_{stem}"
-
-
 def run_inference(
-    generator: torch.nn.Module,
+    model: Model,
     maps: str | Path | Sequence[str | Path],
-    style_image: str | Path,
     output_dir: str | Path,
     *,
+    style_image: str | Path | None = None,
     seeds: Sequence[int] = (0, 1, 2, 3),
     perturb: bool = False,
     perturb_magnitude_px: float = 6.0,
     perturb_smoothness_px: float = 24.0,
-    noise_dim: int = 200,
+    device: str | torch.device = "cpu",
+    dicom: bool = True,
+    bundle_version: str = "unknown",
+    settings: dict | None = None,
 ) -> list[dict]:
     """Generate one CT per (map, seed) and write it in HU with the map's geometry.
 
-    ``generator`` was trained for one style image; ``style_image`` is that image (the CT shown beside the
-    results and the size the maps must have). With ``perturb`` the map is first deformed by
-    :class:`~bundles.transforms.labels.RandPerturbLabelBoundaries` seeded with the same seed, giving new
-    anatomy. Output per map: folder ``output_dir/<patient>_<map stem>/`` (written as ``.partial``, then
-    renamed) with ``seed_NNN.nii.gz`` (float32 HU, the map's affine), ``seed_NNN.png`` (map | [perturbed
-    map] | style image | generated) and, with ``perturb``, ``label_seed_NNN.nii.gz``; plus
-    ``output_dir/manifest.json`` listing every file.
+    The generator was trained for one style image; ``style_image`` (optional) is that image, shown beside the
+    results. With ``perturb`` the map is first deformed by
+    :class:`~bundles.transforms.labels.RandPerturbLabelBoundaries` seeded with the same seed, giving new anatomy.
+    Output (a missing or empty folder, or an earlier output of this inference, replaced): per map a folder
+    ``mapNN/`` with ``seed_NNN.nii.gz`` (float32 HU, the map's affine, ``descrip`` SYNTHETIC), ``seed_NNN.png``
+    (map | [perturbed map] | [style image] | generated) and, with ``perturb``, ``label_seed_NNN.nii.gz``; with
+    ``dicom``, ``seed_NNN_ct.dcm`` (CT in HU) and ``seed_NNN_seg.dcm`` (the map it was generated from, one named
+    segment per organ, referencing the CT; a new study per image, marked SYNTHETIC:
+    :mod:`bundles.io.synthetic_dicom`); plus ``manifest.json`` (which input map each ``mapNN`` is) and
+    ``run_info.json``. ``bundle_version`` goes into the DICOM SoftwareVersions.
     """
-    output_dir = Path(output_dir)
     map_paths = [Path(maps)] if isinstance(maps, (str, Path)) else [Path(m) for m in maps]
     if not map_paths:
-        raise BundleInputError("no label maps given", field="maps")
+        raise BundleInputError("no label maps given", field="maps", hint="pass --maps \"['label.nii.gz']\"")
     if not seeds:
-        raise BundleInputError("no seeds given", field="seeds")
-    style, _ = load_ct(style_image, field="style_image")
-    step = 2 ** getattr(generator, "num_levels", 0)
+        raise BundleInputError("no seeds given", field="seeds", hint="pass --seeds \"[0, 1]\"")
+    size = int(model.inputs["image_size"])
+    style = load_ct(style_image, field="style_image")[0] if style_image is not None else None
+    generator = model.load(device)
+    noise_dim = int(model.network["noise_dim"])
     loaded = []
     for path in map_paths:
         label, affine = load_map(path)
-        if label.shape != style.shape:
+        if tuple(label.shape[1:]) != (size, size):
             raise BundleInputError(
-                f"map size {tuple(label.shape[1:])} differs from the style image's {tuple(style.shape[1:])}",
-                path=path, field="label", hint="give maps of the style image's size (resample with nearest)")
-        if label.shape[1] % step or label.shape[2] % step:
-            raise BundleInputError(f"map size {tuple(label.shape[1:])} is not a multiple of {step}", path=path,
-                                   field="label", hint="pad or crop the map to a multiple of the generator's step")
+                f"map size {tuple(label.shape[1:])} differs from the model's {size} x {size}", path=path,
+                field="maps", hint="resample the map to the model's size (nearest neighbour), as the preparation does")
         loaded.append((path, label, affine))
     manifest = []
-    for path, label, affine in loaded:
-        final = output_dir / _case_name(path)
-        partial = final.with_name(final.name + ".partial")
-        shutil.rmtree(partial, ignore_errors=True)
-        partial.mkdir(parents=True)
-        for seed in seeds:
-            used = label
-            if perturb:
-                t = RandPerturbLabelBoundaries(perturb_magnitude_px, perturb_smoothness_px).set_random_state(int(seed))
-                used = t(label)
-            onehot = LabelToOneHot()(used)[None]
-            fake = generate(generator, onehot, int(seed), noise_dim)
-            hu = hu_from_scaled(fake[0, 0]).numpy().astype(np.float32)
-            stem = f"seed_{int(seed):03d}"
-            record = {"map": str(path), "seed": int(seed), "style_image": str(style_image), "perturbed": bool(perturb),
-                      "image": str(final / f"{stem}.nii.gz"), "png": str(final / f"{stem}.png")}
-            nib.save(nib.Nifti1Image(hu, affine), str(partial / f"{stem}.nii.gz"))
-            columns = [("map", map_to_display(LabelToOneHot()(label)[None]))]
-            if perturb:
-                nib.save(nib.Nifti1Image(used[0].numpy().astype(np.uint8), affine),
-                         str(partial / f"label_{stem}.nii.gz"))
-                record["label"] = str(final / f"label_{stem}.nii.gz")
-                columns.append(("perturbed map", map_to_display(onehot)))
-            columns += [("style image", style[None]), (f"generated, seed {seed}", fake)]
-            save_image_grid(columns, partial / f"{stem}.png", title=f"{path.name}: HU window [{HU_MIN:g}, {HU_MAX:g}]")
-            manifest.append(record)
-        replace_dir(partial, final)
-        logger.info("wrote %d generated CT(s) for %s to %s", len(seeds), path, final)
-    atomic_write_text(json.dumps(manifest, indent=1), output_dir / "manifest.json")
+    with atomic_dir(output_dir, record=RUN_INFO, kind=KIND, setting="inference_dir") as work:
+        for m, (_, label, affine) in enumerate(loaded):
+            folder = work / f"map{m:02d}"
+            folder.mkdir()
+            for seed in seeds:
+                used = label
+                if perturb:
+                    t = RandPerturbLabelBoundaries(perturb_magnitude_px, perturb_smoothness_px).set_random_state(int(seed))
+                    used = t(label)
+                onehot = LabelToOneHot()(used)[None]
+                fake = generate(generator, onehot, int(seed), noise_dim)
+                hu = hu_from_scaled(fake[0, 0]).numpy().astype(np.float32)
+                stem = f"seed_{int(seed):03d}"
+                record = {"map_index": m, "seed": int(seed), "perturbed": bool(perturb),
+                          "image": f"map{m:02d}/{stem}.nii.gz", "png": f"map{m:02d}/{stem}.png"}
+                _save_synthetic(hu, affine, folder / f"{stem}.nii.gz")
+                columns = [("map", map_to_display(LabelToOneHot()(label)[None]))]
+                if perturb:
+                    _save_synthetic(used[0].numpy().astype(np.uint8), affine, folder / f"label_{stem}.nii.gz")
+                    record["label"] = f"map{m:02d}/label_{stem}.nii.gz"
+                    columns.append(("perturbed map", map_to_display(onehot)))
+                if style is not None:
+                    columns.append(("style image", style[None]))
+                columns.append((f"generated, seed {seed}", fake))
+                if dicom:
+                    provenance = SyntheticProvenance("ctstyle_bundle", bundle_version, model.sha256,
+                                                     index=len(manifest))
+                    write_synthetic_ct_labels(hu, used[0].numpy(), affine, folder / f"{stem}_ct.dcm",
+                                              folder / f"{stem}_seg.dcm", provenance)
+                    record["dicom"] = {"ct": f"map{m:02d}/{stem}_ct.dcm", "seg": f"map{m:02d}/{stem}_seg.dcm"}
+                save_image_grid(columns, folder / f"{stem}.png",
+                                title=f"SYNTHETIC, map {m}: HU window [{HU_MIN:g}, {HU_MAX:g}]")
+                manifest.append(record)
+        atomic_write_text(json.dumps({"written_by": written_by(KIND), "model": str(model.path),
+                                      "model_sha256": model.sha256, "maps": [str(p) for p in map_paths],
+                                      "style_image": None if style_image is None else str(style_image),
+                                      "images": manifest}, indent=1), work / "manifest.json")
+        write_run_info(work, run_info(KIND, settings=settings))
+    logger.info("wrote %d generated CT(s) for %d map(s) to %s", len(manifest), len(loaded), output_dir)
     return manifest
+
+
+def _save_synthetic(array: np.ndarray, affine: np.ndarray, path: Path) -> None:
+    """A NIfTI with a fresh header: the map's geometry only, ``descrip`` marking it SYNTHETIC."""
+    image = nib.Nifti1Image(array, affine)
+    image.header.set_xyzt_units("mm")
+    image.header["descrip"] = b"SYNTHETIC gan-bundles ctstyle"
+    with atomic_path(path) as tmp:
+        nib.save(image, tmp)

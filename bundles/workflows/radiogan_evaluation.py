@@ -24,6 +24,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
+from bundles.errors import BundleInputError  # noqa: E402
 from bundles.evaluation.classifier import conditional_accuracy, feature_fid, predict, train_classifier  # noqa: E402
 from bundles.evaluation.latent_walk import (  # noqa: E402
     axis_walk_latents,
@@ -34,9 +35,13 @@ from bundles.evaluation.latent_walk import (  # noqa: E402
     walk_smoothness,
 )
 from bundles.evaluation.memorisation import memorisation_audit, save_closest_pairs  # noqa: E402
-from bundles.fileio import atomic_torch_save, atomic_write_text, save_figure  # noqa: E402
+from bundles.fileio import atomic_dir, atomic_torch_save, atomic_write_text, save_figure  # noqa: E402
+from bundles.models import Model  # noqa: E402
+from bundles.runs import RUN_INFO, run_info, write_run_info  # noqa: E402
 from bundles.workflows.radiogan_inference import class_indices, fixed_latents  # noqa: E402
-from bundles.workflows.radiogan_prepare import load_images  # noqa: E402
+from bundles.workflows.radiogan_prepare import load_datalist, load_images  # noqa: E402
+
+KIND = "radiogan evaluation"
 
 __all__ = ["evaluate", "latent_walks"]
 
@@ -129,34 +134,50 @@ def _generate(generator, labels: torch.Tensor, latent_dim: int, seed: int, batch
 
 
 def evaluate(
-    generator: torch.nn.Module,
-    datalist: dict,
+    model: Model,
+    dataset_dir: str | Path,
     output_dir: str | Path,
     *,
+    device: str | torch.device = "cpu",
     num_per_class: int = 20,
     seed: int = 1000,
-    latent_dim: int = 100,
     classifier_epochs: int = 60,
     classifier_width: int = 16,
     walk_steps: int = 10,
     class_pairs: Sequence[Sequence[str]] = (("lung", "lymphoma"), ("normal", "head_neck")),
+    settings: dict | None = None,
 ) -> dict:
     """Run every evaluation and write ``metrics.json`` + figures into ``output_dir``; returns the metrics.
 
     Args:
-        generator: trained RadioGAN generator (eval mode is set here).
-        datalist: the prepared datalist (``training`` / ``validation`` items, ``classes``).
+        model: the trained model (:func:`bundles.models.read_model`).
+        dataset_dir: the prepared dataset (read only; ``training`` / ``validation`` items, ``classes``).
+        output_dir: a missing or empty folder, or an earlier output of this evaluation (replaced).
         num_per_class: generated images per class (latent codes from ``seed``, independent of the walks).
         classifier_epochs, classifier_width: the judging classifier (trained with the same seed each run).
     """
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    datalist = load_datalist(dataset_dir)
     class_names = list(datalist["classes"])
-    generator.eval()
+    generator = model.load(device)
     train_x, train_y = load_images(datalist["training"])
     held_x, held_y = load_images(datalist["validation"])
     if held_x.shape[0] < 2:
-        raise ValueError("the evaluation needs at least two held-out real images (datalist 'validation')")
+        raise BundleInputError("the evaluation needs at least two held-out real images", path=dataset_dir,
+                               field="validation", hint="prepare with heldout_per_class >= 1 and enough studies")
+    with atomic_dir(output_dir, record=RUN_INFO, kind=KIND, setting="evaluation_dir") as work:
+        metrics = _evaluate(generator, classifier_inputs=(train_x, train_y, held_x, held_y), class_names=class_names,
+                            work=work, num_per_class=num_per_class, seed=seed, latent_dim=int(model.network["latent_dim"]),
+                            classifier_epochs=classifier_epochs, classifier_width=classifier_width,
+                            walk_steps=walk_steps, class_pairs=class_pairs)
+        write_run_info(work, run_info(KIND, settings=settings, datalist=Path(dataset_dir) / "datalist.json",
+                                      seed=seed))
+    return metrics
+
+
+def _evaluate(generator, *, classifier_inputs, class_names, work: Path, num_per_class, seed, latent_dim,
+              classifier_epochs, classifier_width, walk_steps, class_pairs) -> dict:
+    train_x, train_y, held_x, held_y = classifier_inputs
+    output_dir = work
 
     logger.info("training the judging classifier on %d real MIPs", train_x.shape[0])
     classifier = train_classifier(train_x, train_y, num_classes=len(class_names), width=classifier_width,

@@ -1,4 +1,8 @@
-"""RadioGAN inference: N synthetic PET MIPs per requested class, from fixed seeds, as NIfTI (SUV) + PNG."""
+"""RadioGAN inference: N synthetic PET MIPs per requested class, from fixed seeds, as NIfTI (SUV) + PNG.
+
+The trained model comes from its record (:mod:`bundles.models`), which holds the class names, the pixel
+spacing and the SUV scale of the data it was trained on: no prepared dataset is needed.
+"""
 
 from __future__ import annotations
 
@@ -15,13 +19,17 @@ import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
-from bundles.engines.handlers import load_checkpoint, load_state_into  # noqa: E402
 from bundles.errors import BundleInputError  # noqa: E402
 from bundles.evaluation.latent_walk import save_strip, to_display  # noqa: E402
-from bundles.fileio import atomic_path, atomic_write_text  # noqa: E402
+from bundles.fileio import atomic_dir, atomic_path, atomic_write_text, written_by  # noqa: E402
+from bundles.io.synthetic_dicom import SyntheticProvenance, write_synthetic_pet_mip  # noqa: E402
+from bundles.models import Model  # noqa: E402
+from bundles.runs import RUN_INFO, run_info, write_run_info  # noqa: E402
 from bundles.workflows.radiogan_prepare import CLASSES  # noqa: E402
 
-__all__ = ["class_indices", "fixed_latents", "generate_images", "load_generator", "mip_affine", "to_suv"]
+__all__ = ["class_indices", "example_inputs", "fixed_latents", "generate_images", "mip_affine", "to_suv"]
+
+KIND = "radiogan inference"
 
 logger = logging.getLogger(__name__)
 
@@ -55,7 +63,8 @@ def class_indices(classes: Sequence[str | int] | None, class_names: Sequence[str
             out.append(list(class_names).index(c))
         else:
             raise BundleInputError(f"unknown class {c!r}; classes are {', '.join(class_names)} (or 0..4)",
-                                   field="classes")
+                                   field="classes",
+                                   hint='pass --classes "[\'lung\', \'lymphoma\']" with names from the model\'s classes')
     return out
 
 
@@ -65,57 +74,73 @@ def fixed_latents(num: int, latent_dim: int = 100, seed: int = 0) -> torch.Tenso
                         for i in range(num)])
 
 
-def load_generator(generator: torch.nn.Module, ckpt_path: str | Path, device: str | torch.device = "cpu"):
-    """Load the "generator" entry of a training checkpoint (or a bare state dict) into ``generator``; eval mode."""
-    state = load_checkpoint(ckpt_path)
-    state = state.get("generator", state)
-    load_state_into(generator, state, ckpt_path, "generator")
-    return generator.to(device).eval()
+def example_inputs(model: Model) -> tuple[torch.Tensor, torch.Tensor]:
+    """(z (2, latent_dim), labels (2,)): inputs for export checks."""
+    return torch.randn(2, int(model.network["latent_dim"])), torch.tensor([0, int(model.network["num_classes"]) - 1])
 
 
 @torch.no_grad()
 def generate_images(
-    generator: torch.nn.Module,
+    model: Model,
     output_dir: str | Path,
     *,
     classes: Sequence[str | int] | None = None,
     num_per_class: int = 4,
     seed: int = 0,
-    latent_dim: int = 100,
-    spacing_mm: float = 2.0,
-    suv_max: float = 30.0,
-    class_names: Sequence[str] = CLASSES,
+    device: str | torch.device = "cpu",
+    dicom: bool = True,
+    bundle_version: str = "unknown",
+    settings: dict | None = None,
 ) -> list[dict]:
     """Generate ``num_per_class`` MIPs for every requested class and write them.
 
     Image i of every class uses the same latent code ``fixed_latents(num_per_class, latent_dim, seed)[i]``, so
-    overviews of two classes differ by the label alone. Files in ``output_dir``: ``<class>_<iii>.nii.gz``
-    (S0, S1) float32 SUV with :func:`mip_affine`, ``<class>_<iii>.png`` (head up, dark = high SUV, 0..suv_max),
-    ``overview_<class>.png`` (a strip per class) and ``manifest.json`` (file, class, latent index per image).
+    overviews of two classes differ by the label alone. Files in ``output_dir`` (a missing or empty folder, or an
+    earlier output of this inference, replaced): ``<class>_<iii>.nii.gz`` (S0, S1) float32 SUV with
+    :func:`mip_affine` at the model's spacing, ``<class>_<iii>.png`` (head up, dark = high SUV, 0..suv_max),
+    ``overview_<class>.png`` (a strip per class), with ``dicom`` ``dicom/<class>_<iii>.dcm`` (a PET image in
+    SUV, Units GML, a new study per image, marked SYNTHETIC: :mod:`bundles.io.synthetic_dicom`), ``manifest.json``
+    (file, class, latent index per image) and ``run_info.json``. ``bundle_version`` goes into the DICOM
+    SoftwareVersions.
     """
-    output_dir = Path(output_dir)
     if num_per_class < 1:
-        raise BundleInputError(f"num_per_class must be >= 1, got {num_per_class}", field="num_per_class")
+        raise BundleInputError(f"num_per_class must be >= 1, got {num_per_class}", field="num_per_class",
+                               hint="pass --num_per_class 4, for example")
+    class_names = list(model.inputs.get("classes", CLASSES))
+    latent_dim = int(model.network["latent_dim"])
+    suv_max = float(model.inputs.get("suv_max", 30.0))
     wanted = class_indices(classes, class_names)
-    device = next(generator.parameters()).device
-    generator.eval()
+    generator = model.load(device)
     z = fixed_latents(num_per_class, latent_dim, seed).to(device)
-    affine = mip_affine(spacing_mm)
+    affine = mip_affine(model.inputs.get("spacing_mm", 2.0))
     manifest = []
-    for c in wanted:
-        name = class_names[c]
-        images = generator(z, torch.full((num_per_class,), c, dtype=torch.long, device=device)).cpu()
-        suv = to_suv(images, suv_max)
-        for i in range(num_per_class):
-            stem = f"{name}_{i:03d}"
-            with atomic_path(output_dir / f"{stem}.nii.gz") as tmp:
-                nib.save(nib.Nifti1Image(suv[i, 0].numpy().astype(np.float32), affine), str(tmp))
-            with atomic_path(output_dir / f"{stem}.png") as tmp:
-                plt.imsave(tmp, to_display(images[i]).numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
-            manifest.append({"image": str(output_dir / f"{stem}.nii.gz"), "png": str(output_dir / f"{stem}.png"),
-                             "class_name": name, "label": c, "latent_index": i, "seed": seed})
-        save_strip(images, output_dir / f"overview_{name}.png", suptitle=f"{name}: latent codes 0..{num_per_class - 1}")
-    atomic_write_text(json.dumps(manifest, indent=1), output_dir / "manifest.json")
+    with atomic_dir(output_dir, record=RUN_INFO, kind=KIND, setting="inference_dir") as work:
+        for c in wanted:
+            name = class_names[c]
+            images = generator(z, torch.full((num_per_class,), c, dtype=torch.long, device=device)).cpu()
+            suv = to_suv(images, suv_max)
+            for i in range(num_per_class):
+                stem = f"{name}_{i:03d}"
+                with atomic_path(work / f"{stem}.nii.gz") as tmp:
+                    image = nib.Nifti1Image(suv[i, 0].numpy().astype(np.float32), affine)
+                    image.header["descrip"] = b"SYNTHETIC gan-bundles radiogan SUV"
+                    nib.save(image, str(tmp))
+                with atomic_path(work / f"{stem}.png") as tmp:
+                    plt.imsave(tmp, to_display(images[i]).numpy(), cmap="gray_r", vmin=0.0, vmax=1.0)
+                entry = {"image": f"{stem}.nii.gz", "png": f"{stem}.png", "class_name": name, "label": c,
+                         "latent_index": i, "seed": seed}
+                if dicom:
+                    provenance = SyntheticProvenance("radiogan_bundle", bundle_version, model.sha256,
+                                                     index=len(manifest), description=name[:40])
+                    write_synthetic_pet_mip(suv[i, 0].numpy(), affine, work / "dicom" / f"{stem}.dcm", provenance)
+                    entry["dicom"] = f"dicom/{stem}.dcm"
+                manifest.append(entry)
+            save_strip(images, work / f"overview_{name}.png",
+                       suptitle=f"SYNTHETIC {name}: latent codes 0..{num_per_class - 1}")
+        atomic_write_text(json.dumps({"written_by": written_by(KIND), "model": str(model.path),
+                                      "model_sha256": model.sha256, "images": manifest}, indent=1),
+                          work / "manifest.json")
+        write_run_info(work, run_info(KIND, settings=settings, seed=seed))
     logger.info("wrote %d generated MIPs (%d classes x %d) to %s", len(manifest), len(wanted), num_per_class,
                 output_dir)
     return manifest

@@ -1,26 +1,26 @@
 """RadioGAN preparation: PET studies + class labels -> fixed-size coronal MIPs (NIfTI + PNG) + datalist.
 
-The per-study chain (SUV, 2 mm nearest resampling, clip/scale, MIP, :class:`FitToSized`) is a MONAI
-``Compose`` declared in ``radiogan_bundle/configs/prepare.json``; this module loops over the studies,
-splits them, writes the files and the datalist, and creates the demo cohort when the raw folder is missing.
+The per-study chain (SUV, 2 mm nearest resampling, clip/scale, MIP, ``FitToSized``) is a MONAI ``Compose``
+declared once in ``radiogan_bundle/configs/prepare.json``; this module loops over the studies, skips (and
+reports) a study the chain cannot use, splits the rest, and writes the files and the datalist. The demo cohort is
+written only on the demo path (:mod:`bundles.workflows.datasets`).
 
-Prepared dataset (written to ``<dataset_dir>.partial`` then renamed)::
+Prepared dataset (built in a private work folder and swapped into place when complete; paths relative)::
 
-    dataset_dir/images/<patient_id>.nii.gz   (S0, S1) float32 in [0, 1] = SUV / suv_max, 4x4 RAS affine
-    dataset_dir/png/<patient_id>.png         preview, head up
-    dataset_dir/datalist.json                {"training": [...], "validation": [...], "classes": [...],
-                                              "image_size": [S0, S1], "spacing_mm": [...], "suv_max": ...}
+    images/<id>.nii.gz   (S0, S1) float32 in [0, 1] = SUV / suv_max, 4x4 RAS affine
+    png/<id>.png         preview, head up
+    datalist.json        {"training": [...], "validation": [...], "classes": [...], "image_size": [S0, S1],
+                          "spacing_mm": [...], "suv_max": ..., "settings", "skipped"}
+    run_info.json        the command, settings and versions
 
-Each datalist item is ``{"patient_id", "image": abs path, "png": abs path, "label": class index,
-"class_name", "source": study folder}``; "validation" holds the held-out patients (never trained on).
+Each datalist item is ``{"patient_id", "image", "png", "label": class index, "class_name", "source": study
+folder}``; "validation" holds the held-out patients (never trained on). File names come from patient IDs only
+through :func:`bundles.io.names.safe_name`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import os
-import shutil
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -31,95 +31,32 @@ import matplotlib.pyplot as plt  # noqa: E402
 import nibabel as nib  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from monai.bundle import ConfigParser  # noqa: E402
-from monai.config import KeysCollection  # noqa: E402
 from monai.data import MetaTensor  # noqa: E402
-from monai.transforms import MapTransform, ResizeWithPadOrCrop  # noqa: E402
 from tqdm import tqdm  # noqa: E402
 
-from bundles.errors import BundleInputError  # noqa: E402
-from bundles.fileio import atomic_path, atomic_write_text  # noqa: E402
+from bundles.errors import BundleInputError, find_input_error  # noqa: E402
+from bundles.fileio import atomic_path  # noqa: E402
+from bundles.io.names import safe_name  # noqa: E402
 from bundles.io.pet_datalist import CLASSES, pet_datalist  # noqa: E402
+from bundles.workflows import datasets  # noqa: E402
 
-__all__ = ["CLASSES", "FitToSized", "ensure_demo_cohort", "ensure_prepared", "prepare_dataset", "run_preparation"]
+__all__ = ["CLASSES", "generator_grid", "load_datalist", "load_images", "model_inputs", "prepare_dataset",
+           "run_preparation"]
 
 logger = logging.getLogger(__name__)
 
-DATALIST = "datalist.json"
-
-
-class FitToSized(MapTransform):
-    """Bring 2D images (1, S0, S1) to a fixed ``spatial_size`` without ever resampling them.
-
-    Policy: an image smaller than the size is zero-padded symmetrically (value 0 = SUV 0; the affine's
-    origin moves so world positions are kept). An image larger than the size along any axis is refused
-    with a :class:`BundleInputError`, unless ``crop=True``, which centre-crops it (cutting anatomy, so it is
-    opt-in). Anatomy is never stretched.
-    """
-
-    def __init__(self, keys: KeysCollection, spatial_size: Sequence[int], crop: bool = False):
-        super().__init__(keys)
-        self.spatial_size = tuple(int(s) for s in spatial_size)
-        self.crop = bool(crop)
-        self.resize = ResizeWithPadOrCrop(self.spatial_size, method="symmetric", mode="constant")
-
-    def __call__(self, data: dict) -> dict:
-        d = dict(data)
-        for key in self.key_iterator(d):
-            image = d[key]
-            shape = tuple(image.shape[1:])
-            if len(shape) != len(self.spatial_size):
-                raise BundleInputError(
-                    f"expected a 2D image (1, S0, S1), got shape {tuple(image.shape)}", path=_source(image), field=key
-                )
-            if not self.crop and any(s > t for s, t in zip(shape, self.spatial_size, strict=True)):
-                raise BundleInputError(
-                    f"the MIP is {shape[0]} x {shape[1]} pixels, larger than the fixed size "
-                    f"{self.spatial_size[0]} x {self.spatial_size[1]}; policy: MIPs are zero-padded to the fixed "
-                    "size and never stretched, and larger ones are refused unless cropping is enabled",
-                    path=_source(image),
-                    field="image_size",
-                    hint="raise image_size (generator first_grid * 2**len(channels)) or set crop=true to "
-                    "centre-crop (cuts anatomy)",
-                )
-            d[key] = self.resize(image)
-        return d
+BUNDLE = "radiogan"
 
 
 def _apply(transform: Callable[[dict], dict], folder: str) -> MetaTensor:
     """Run the chain on one study; a BundleInputError wrapped by MONAI's Compose is re-raised as itself."""
     try:
         return transform({"image": folder})["image"]
-    except RuntimeError as err:
-        cause = err.__cause__
-        while cause is not None and not isinstance(cause, BundleInputError):
-            cause = cause.__cause__
-        if cause is None:
+    except Exception as err:
+        found = find_input_error(err)
+        if found is None:
             raise
-        raise cause from None
-
-
-def _source(image) -> str | None:
-    if isinstance(image, MetaTensor):
-        return image.meta.get("filename_or_obj")
-    return None
-
-
-def ensure_demo_cohort(raw_dir: str | Path, subjects: int = 100, seed: int = 0, shape=(23, 16, 76)) -> Path:
-    """Write the PET demo cohort into ``raw_dir`` when that folder does not exist (and say so in the log).
-
-    An existing folder is left alone, even an empty one (which the datalist reader then reports).
-    ``shape`` (X, Y, Z voxels at 4.06 x 4.06 x 2 mm) is the demo's small field of view: 93 x 65 x 152 mm,
-    whose 2 mm coronal MIP (47 x 76 pixels) fits the demo's 48 x 80 images.
-    """
-    from bundles.phantoms.pet import write_pet_cohort
-
-    raw_dir = Path(raw_dir)
-    if raw_dir.exists():
-        return raw_dir
-    logger.warning("%s does not exist: writing the PET demo cohort there (%d studies, seed %d)", raw_dir,
-                   subjects, seed)
-    return write_pet_cohort(raw_dir, subjects=subjects, seed=seed, shape=tuple(shape))
+        raise found from None
 
 
 def _split(items: list[dict], heldout_per_class: int, seed: int) -> tuple[list[dict], list[dict]]:
@@ -171,13 +108,14 @@ def prepare_dataset(
     labels_csv: str | Path | None = None,
     heldout_per_class: int = 4,
     seed: int = 0,
+    overwrite: bool = False,
 ) -> dict:
     """Run ``transform`` on every labelled study of ``raw_dir`` and write the prepared dataset.
 
     Args:
         raw_dir: PET studies + ``labels.csv`` (patient_id,label), read with ``pet_datalist`` (which rejects
             unknown labels, naming the row).
-        dataset_dir: output folder (must not exist yet; written as ``<dataset_dir>.partial``, then renamed).
+        dataset_dir: a missing or empty folder, or one this preparation wrote (replaced only with ``overwrite``).
         transform: maps ``{"image": study folder, ...}`` to ``{"image": MetaTensor (1, S0, S1) in [0, 1]}``.
         image_size: the fixed (S0, S1) the transform ends with (recorded in the datalist, checked here).
         spacing_mm, suv_max: recorded in the datalist (inference writes SUV = value * suv_max at this spacing).
@@ -186,61 +124,54 @@ def prepare_dataset(
         seed: split seed.
 
     Returns:
-        the datalist dictionary (also written to ``dataset_dir/datalist.json``).
+        the datalist dictionary (absolute paths).
     """
-    raw_dir, dataset_dir = Path(raw_dir), Path(dataset_dir)
+    raw_dir = Path(raw_dir).resolve()
+    datasets.check_folders(raw_dir, dataset_dir)
     labels_csv = Path(labels_csv) if labels_csv else raw_dir / "labels.csv"
     studies = pet_datalist(raw_dir, labels_csv)
     image_size = [int(s) for s in image_size]
-    partial = dataset_dir.with_name(dataset_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    (partial / "images").mkdir(parents=True)
-    (partial / "png").mkdir()
-    items = []
-    try:
-        for study in tqdm(studies, desc="preparing PET MIPs"):
-            name = study["label_name"]
-            out = _apply(transform, study["image"])
+    settings = {"image_size": image_size, "spacing_mm": float(spacing_mm), "suv_max": float(suv_max),
+                "heldout_per_class": int(heldout_per_class), "seed": int(seed), "raw_dir": str(raw_dir),
+                "labels_csv": str(labels_csv)}
+    items, skipped = [], []
+    with datasets.write_dataset(dataset_dir, bundle=BUNDLE, overwrite=overwrite, settings=settings, seed=seed) as work:
+        (work / "images").mkdir()
+        (work / "png").mkdir()
+        for study in tqdm(studies, desc="preparing PET MIPs", unit="study"):
+            pid = str(study["patient_id"])
+            try:
+                out = _apply(transform, study["image"])
+            except BundleInputError as err:
+                logger.warning("skipping patient %s: %s", pid, err)
+                skipped.append({"patient_id": pid, "reason": str(err)})
+                continue
             if list(out.shape[1:]) != image_size:
                 raise BundleInputError(
                     f"the preparation chain gave {list(out.shape[1:])}, not image_size {image_size}",
                     field="image_size",
                     hint="the last transform of the chain must be FitToSized with the same image_size",
                 )
-            pid = str(study["patient_id"])
+            name = safe_name(pid)
             array = out[0].detach().cpu().numpy().astype(np.float32)
-            with atomic_path(partial / "images" / f"{pid}.nii.gz") as tmp:
+            with atomic_path(work / "images" / f"{name}.nii.gz") as tmp:
                 nib.save(nib.Nifti1Image(array, nifti_affine(out)), str(tmp))
-            _write_png(array, partial / "png" / f"{pid}.png")
-            items.append({
-                "patient_id": pid,
-                "image": str(dataset_dir / "images" / f"{pid}.nii.gz"),
-                "png": str(dataset_dir / "png" / f"{pid}.png"),
-                "label": int(study["label"]),
-                "class_name": name,
-                "source": str(study["image"]),
-            })
+            _write_png(array, work / "png" / f"{name}.png")
+            items.append({"patient_id": pid, "image": f"images/{name}.nii.gz", "png": f"png/{name}.png",
+                          "label": int(study["label"]), "class_name": study["label_name"],
+                          "source": str(study["image"])})
+        if not items:
+            raise BundleInputError("no study could be prepared", path=raw_dir, field="patients",
+                                   hint=f"fix the reasons logged for each study, e.g. {skipped[0]['reason']}")
         training, validation = _split(items, heldout_per_class, seed)
-        datalist = {
-            "training": training,
-            "validation": validation,
-            "classes": list(CLASSES),
-            "image_size": image_size,
-            "spacing_mm": [float(spacing_mm)] * 2,
-            "suv_max": float(suv_max),
-        }
-        atomic_write_text(json.dumps(datalist, indent=1), partial / DATALIST)
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    if dataset_dir.exists():
-        shutil.rmtree(dataset_dir)
-    os.replace(partial, dataset_dir)
+        datalist = {"training": training, "validation": validation, "classes": list(CLASSES),
+                    "image_size": image_size, "spacing_mm": [float(spacing_mm)] * 2, "suv_max": float(suv_max),
+                    "skipped": skipped}
+        datasets.save_datalist(work, datalist, bundle=BUNDLE, settings=settings)
     counts = {c: sum(it["class_name"] == c for it in training) for c in CLASSES}
     logger.info("prepared %d training / %d held-out MIPs in %s (training per class: %s)",
                 len(training), len(validation), dataset_dir, counts)
-    return datalist
+    return load_datalist(dataset_dir)
 
 
 def run_preparation(
@@ -248,54 +179,52 @@ def run_preparation(
     dataset_dir: str | Path,
     transform: Callable[[dict], dict],
     *,
+    demo_raw_dir: str | Path,
+    demo_dataset_dir: str | Path,
     demo_subjects: int = 100,
     demo_shape: Sequence[int] = (23, 16, 76),
     seed: int = 0,
-    overwrite: bool = False,
     **kwargs,
 ) -> dict:
-    """The ``preparation`` run id: demo cohort when ``raw_dir`` is missing, then :func:`prepare_dataset`.
+    """The ``preparation`` run id: the demo cohort on the demo path, then :func:`prepare_dataset`.
 
-    An existing ``dataset_dir/datalist.json`` is kept (and returned) unless ``overwrite``.
+    ``demo_shape`` (X, Y, Z voxels at 4.06 x 4.06 x 2 mm) is the demo's small field of view: 93 x 65 x 152 mm,
+    whose 2 mm coronal MIP (47 x 76 pixels) fits the demo's 48 x 80 images.
     """
-    datalist_path = Path(dataset_dir) / DATALIST
-    if datalist_path.exists() and not overwrite:
-        logger.info("%s exists: keeping the prepared dataset (overwrite=true to redo it)", datalist_path)
-        return load_datalist(datalist_path)
-    ensure_demo_cohort(raw_dir, subjects=demo_subjects, seed=seed, shape=demo_shape)
-    return prepare_dataset(raw_dir, dataset_dir, transform, seed=seed, **kwargs)
+    from bundles.phantoms.pet import write_pet_cohort
+
+    raw = datasets.raw_folder(
+        raw_dir, dataset_dir, demo_raw_dir=demo_raw_dir, demo_dataset_dir=demo_dataset_dir,
+        write_demo=lambda path: write_pet_cohort(path, subjects=demo_subjects, seed=seed, shape=tuple(demo_shape)),
+        what="PET DICOM studies and labels.csv")
+    return prepare_dataset(raw, dataset_dir, transform, seed=seed, **kwargs)
 
 
-def load_datalist(path: str | Path) -> dict:
-    """Read a prepared ``datalist.json``; BundleInputError when it is missing or lacks the split keys."""
-    path = Path(path)
-    if not path.is_file():
-        raise BundleInputError("prepared datalist not found", path=path,
-                               hint="run the preparation (prepare.json) or point dataset_dir at a prepared dataset")
-    datalist = json.loads(path.read_text())
-    for key in ("training", "validation", "classes", "image_size"):
-        if key not in datalist:
-            raise BundleInputError("not a RadioGAN datalist", path=path, field=key)
+def load_datalist(dataset_dir: str | Path, image_size: Sequence[int] | None = None) -> dict:
+    """The prepared RadioGAN datalist (absolute paths); ``image_size``, when given, must be the prepared one."""
+    expected = {"image_size": None if image_size is None else [int(s) for s in image_size]}
+    datalist = datasets.load_datalist(dataset_dir, bundle=BUNDLE, expected=expected)
     if not datalist["training"]:
-        raise BundleInputError("the datalist has no training images", path=path, field="training")
+        raise BundleInputError("the datalist has no training images", path=Path(dataset_dir) / datasets.DATALIST,
+                               field="training", hint="prepare a cohort with studies of every class")
     return datalist
 
 
-def ensure_prepared(prepare_config: str | Path, **overrides) -> dict:
-    """Return the prepared datalist, running ``preparation`` from ``prepare.json`` first when it is missing.
+def generator_grid(image_size: Sequence[int], num_doublings: int) -> list[int]:
+    """The generator's first feature-map size for images of ``image_size`` after ``num_doublings`` upsamplings."""
+    step = 2 ** int(num_doublings)
+    if any(int(s) % step for s in image_size):
+        raise BundleInputError(
+            f"the prepared image size {list(image_size)} is not a multiple of {step} (2 ** {num_doublings} "
+            "generator upsamplings)", field="network#channels",
+            hint=f"prepare with an image_size that is a multiple of {step}, or change the number of channels")
+    return [int(s) // step for s in image_size]
 
-    Used by train.json and evaluate.json so that the chain is declared once (in prepare.json).
-    ``overrides`` set top-level keys of prepare.json (``bundle_root``, ``raw_dir``, ``dataset_dir``, ...).
-    """
-    dataset_dir = overrides.get("dataset_dir")
-    if dataset_dir is not None and (Path(dataset_dir) / DATALIST).exists():
-        return load_datalist(Path(dataset_dir) / DATALIST)
-    parser = ConfigParser()
-    parser.read_config(str(prepare_config))
-    for key, value in overrides.items():
-        parser[key] = value
-    logger.warning("no prepared dataset in %s: running the preparation of %s", dataset_dir, prepare_config)
-    return parser.get_parsed_content("preparation")
+
+def model_inputs(datalist: dict) -> dict:
+    """What inference needs, recorded with the trained generator: class names, pixel spacing, SUV scale."""
+    return {"classes": list(datalist["classes"]), "spacing_mm": list(datalist["spacing_mm"]),
+            "suv_max": float(datalist["suv_max"]), "image_size": list(datalist["image_size"])}
 
 
 def load_images(items: list[dict]) -> tuple[torch.Tensor, torch.Tensor]:

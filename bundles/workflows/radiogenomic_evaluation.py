@@ -24,7 +24,6 @@ import io
 import json
 import logging
 import os
-import shutil
 from collections import Counter
 from pathlib import Path
 
@@ -45,25 +44,50 @@ from bundles.evaluation.gene_maps import (
     top_genes,
 )
 from bundles.evaluation.regional import regional_metrics, to_unit_range
-from bundles.fileio import atomic_write_text, replace_dir
+from bundles.fileio import atomic_dir, atomic_write_text
 from bundles.losses.radiogenomic import eroded_background
+from bundles.models import Model, read_model
+from bundles.runs import RUN_INFO, run_info, write_run_info
 from bundles.transforms.intensity import ScaleHU, hu_from_scaled
-from bundles.workflows.radiogenomic_inference import fixed_noise, load_generator
+from bundles.workflows.radiogenomic_inference import fixed_noise
+from bundles.workflows.radiogenomic_prepare import load_datalist
 
-__all__ = ["evaluate", "load_subjects", "read_phenotypes"]
+__all__ = ["baseline_model", "demo_truth", "evaluate", "load_subjects", "read_phenotypes"]
+
+KIND = "radiogenomic evaluation"
+
+
+def baseline_model(path: str | os.PathLike | None, bundle_root: str | os.PathLike) -> Model | None:
+    """The MC-GAN baseline to compare with: ``path`` when given (an error if unreadable), else the bundle's
+    exported ``models/baseline_model.pt`` when it exists, else ``None`` (the comparison is left out)."""
+    if path is not None:
+        return read_model(path)
+    default = Path(bundle_root) / "models" / "baseline_model.pt"
+    return read_model(default) if default.is_file() else None
+
+
+def demo_truth(dataset_dir: str | os.PathLike, bundle_root: str | os.PathLike) -> str | None:
+    """The demo cohort's hidden truth (``<bundle>/data/raw/phenotypes.csv``) when ``dataset_dir`` is the bundle's
+    demo dataset, else ``None`` (real data has no hidden truth; pass ``--truth_csv`` for your own)."""
+    demo = Path(bundle_root) / "data" / "prepared"
+    truth = Path(bundle_root) / "data" / "raw" / "phenotypes.csv"
+    return str(truth) if Path(dataset_dir).resolve() == demo.resolve() and truth.is_file() else None
 
 logger = logging.getLogger(__name__)
 
 
 def read_phenotypes(path: str | os.PathLike | None) -> dict[str, str] | None:
     """``patient_id,phenotype,...`` CSV -> {patient_id: phenotype}; ``None`` when ``path`` is None or missing."""
-    if path is None or not Path(path).is_file():
+    if path is None:
         return None
+    if not Path(path).is_file():
+        raise BundleInputError("truth table not found", path=path, field="truth_csv",
+                               hint="pass the patient_id,phenotype CSV, or leave truth_csv unset on real data")
     with open(path, newline="") as f:
         rows = list(csv.DictReader(f))
     if not rows or not {"patient_id", "phenotype"} <= set(rows[0]):
-        raise BundleInputError("phenotype table needs the columns patient_id and phenotype", path=path,
-                               field="phenotype_csv")
+        raise BundleInputError("the truth table needs the columns patient_id and phenotype", path=path,
+                               field="truth_csv", hint="write a header line: patient_id,phenotype")
     return {r["patient_id"]: r["phenotype"] for r in rows}
 
 
@@ -130,14 +154,12 @@ def _write_csv(rows: list[dict], path: Path) -> None:
 
 
 def evaluate(
-    proposed: torch.nn.Module,
-    proposed_ckpt: str | os.PathLike,
+    proposed: Model,
     dataset_dir: str | os.PathLike,
     output_dir: str | os.PathLike,
     *,
-    baseline: torch.nn.Module | None = None,
-    baseline_ckpt: str | os.PathLike | None = None,
-    phenotype_csv: str | os.PathLike | None = None,
+    baseline: Model | None = None,
+    truth_csv: str | os.PathLike | None = None,
     device: str | torch.device = "cpu",
     seed: int = 0,
     num_backgrounds: int = 8,
@@ -145,34 +167,36 @@ def evaluate(
     top_k: int = 5,
     erosion: int = 5,
     classifier_epochs: int = 30,
+    settings: dict | None = None,
 ) -> dict:
     """Run the evaluation described in the module docstring; returns the metrics dict.
 
     Args:
-        proposed, baseline: freshly built generators (the configs' networks); weights come from the checkpoints.
-            The baseline is skipped (its numbers ``null``) when its checkpoint does not exist.
-        dataset_dir: the prepared dataset (``datalist.json``).
-        phenotype_csv: ``patient_id,phenotype`` table (the demo cohort's ``phenotypes.csv``), optional.
+        proposed, baseline: the trained models (:func:`bundles.models.read_model`); the baseline is optional.
+        dataset_dir: the prepared dataset (read only).
+        truth_csv: ``patient_id,phenotype`` table of the hidden truth (the demo cohort's ``phenotypes.csv``);
+            ``None`` on real data, where the phenotype-based numbers are left out.
         num_backgrounds: fixed backgrounds (evenly spaced over the prepared ones) for every profile.
         n_clusters: k of k-means on the gene representations.
         erosion: of the background region in Table 1 (pixels, as the loss).
     """
-    from bundles.workflows.radiogenomic_prepare import load_datalist
-
     datalist = load_datalist(dataset_dir)
     subjects = load_subjects(datalist)
     ids = subjects["patient_ids"]
-    phenotype_of = read_phenotypes(phenotype_csv)
+    phenotype_of = read_phenotypes(truth_csv)
     if phenotype_of is not None:
         missing = [p for p in ids if p not in phenotype_of]
         if missing:
             raise BundleInputError(f"no phenotype for {len(missing)} prepared patients (e.g. {missing[0]})",
-                                   path=phenotype_csv, field="patient_id")
-    models = {"proposed": load_generator(proposed, proposed_ckpt, device)}
-    if baseline is not None and baseline_ckpt is not None and Path(baseline_ckpt).is_file():
-        models["baseline"] = load_generator(baseline, baseline_ckpt, device)
+                                   path=truth_csv, field="patient_id",
+                                   hint="pass the truth table of the cohort this dataset was prepared from")
     else:
-        logger.warning("baseline checkpoint %s not found: the MC-GAN baseline is left out", baseline_ckpt)
+        logger.warning("no truth table (truth_csv): the phenotype-based measures are skipped")
+    models = {"proposed": proposed.load(device)}
+    if baseline is not None:
+        models["baseline"] = baseline.load(device)
+    else:
+        logger.warning("no baseline model: the MC-GAN baseline is left out")
 
     all_backgrounds = datalist["backgrounds"]
     picks = np.unique(np.linspace(0, len(all_backgrounds) - 1, num_backgrounds).round().astype(int))
@@ -255,24 +279,17 @@ def evaluate(
         rows.append(row)
     metrics["radiogenomic_map"] = rows
 
-    output_dir = Path(output_dir)
-    partial = output_dir.with_name(output_dir.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)
-    partial.mkdir(parents=True)
-    try:
-        atomic_write_text(json.dumps(metrics, indent=1, default=float), partial / "metrics.json")
-        _write_csv(rows, partial / "radiogenomic_map.csv")
-        plot_radiogenomic_map(rows, partial / "radiogenomic_map.png")
-        plot_code_maps(embeddings, clusters, phenotypes, scores, partial / "gene_code_tsne.png")
+    with atomic_dir(output_dir, record=RUN_INFO, kind=KIND, setting="evaluation_dir") as work:
+        atomic_write_text(json.dumps(metrics, indent=1, default=float), work / "metrics.json")
+        _write_csv(rows, work / "radiogenomic_map.csv")
+        plot_radiogenomic_map(rows, work / "radiogenomic_map.png")
+        plot_code_maps(embeddings, clusters, phenotypes, scores, work / "gene_code_tsne.png")
         n_show = min(6, len(ids))
         references = _scaled(np.stack([largest[ids[i]]["image_hu"] for i in range(n_show)]))
         columns = [("profile's real nodule", references), ("background", backgrounds[:1].expand(n_show, -1, -1, -1))]
         for name, fake in fakes.items():
             columns.append((name, fake["image"][0, :n_show]))
-        save_image_grid(columns, partial / "synthesis.png", title="one background, one row per gene profile")
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    replace_dir(partial, output_dir)
+        save_image_grid(columns, work / "synthesis.png", title="one background, one row per gene profile")
+        write_run_info(work, run_info(KIND, settings=settings, datalist=Path(dataset_dir) / "datalist.json", seed=seed))
     logger.info("evaluation written to %s", output_dir)
     return metrics
