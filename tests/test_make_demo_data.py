@@ -3,14 +3,20 @@
 import importlib.util
 from pathlib import Path
 
+import pytest
+
 TOOL = Path(__file__).resolve().parents[1] / "tools" / "make_demo_data.py"
 
 
-def _main():
+def _module():
     spec = importlib.util.spec_from_file_location("make_demo_data", TOOL)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.main
+    return module
+
+
+def _main():
+    return _module().main
 
 
 def test_nsclc_deterministic_from_the_command_line(tmp_path, capsys):
@@ -34,6 +40,10 @@ def test_ctseg_default_size(tmp_path):
 def test_existing_output_is_an_error(tmp_path, capsys):
     (tmp_path / "x").mkdir()
     (tmp_path / "x" / "keep.txt").write_text("mine")
-    assert _main()(["--cohort", "ctseg", "--out", str(tmp_path / "x"), "--subjects", "1"]) == 2
-    assert "already exists" in capsys.readouterr().err
+    module = _module()
+    with pytest.raises(SystemExit) as exit_status:  # through the tools' error boundary, as on the command line
+        module.run_tool(module.main, ["--cohort", "ctseg", "--out", str(tmp_path / "x"), "--subjects", "1"])
+    assert exit_status.value.code == 2
+    last = capsys.readouterr().err.strip().splitlines()[-1]
+    assert last.startswith(f"error: {tmp_path / 'x'}") and "already exists" in last and " -> " in last
     assert (tmp_path / "x" / "keep.txt").read_text() == "mine"

@@ -1,7 +1,9 @@
 """The NSCLC demo cohort read back with pydicom / highdicom: geometry, tags, HU per region, SEG placement,
-gene table, and the two statements about the genes (raw k-means fails, a linear probe succeeds)."""
+gene table, the two statements about the genes (raw k-means fails, a linear probe succeeds), and the "hard"
+gene model (raw k-NN and k-means at chance at 131 patients, a linear probe still decodes the phenotype)."""
 
 import csv
+import hashlib
 
 import highdicom as hd
 import numpy as np
@@ -15,11 +17,19 @@ from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from bundles.errors import BundleInputError
+from bundles.evaluation.gene_maps import code_scores
 from bundles.io.dicom_series import read_series
 from bundles.io.genes import read_gene_table
 from bundles.io.seg import read_seg
 from bundles.phantoms.chest import make_chest
-from bundles.phantoms.nsclc import PHENOTYPES, cohort_design, simulate_genes, write_nsclc_cohort
+from bundles.phantoms.nsclc import (
+    PHENOTYPES,
+    PRESET_SUBJECTS,
+    cohort_design,
+    gene_table_text,
+    simulate_genes,
+    write_nsclc_cohort,
+)
 
 SIZE, SLICES, GENES = 128, 40, 300
 
@@ -37,7 +47,8 @@ def _series(root, pid):
 
 
 def test_tree_tags_and_geometry(cohort):
-    assert sorted(p.name for p in cohort.iterdir()) == ["R01-001", "R01-002", "R01-003", "genes.tsv", "phenotypes.csv"]
+    assert sorted(p.name for p in cohort.iterdir()) == ["R01-001", "R01-002", "R01-003", "demo_cohort.json", "genes.tsv",
+                                                        "phenotypes.csv"]
     for pid in ("R01-001", "R01-002", "R01-003"):
         ct, seg_path = _series(cohort, pid)
         series = read_series(ct)
@@ -137,3 +148,67 @@ def test_deterministic_whatever_the_workers_and_refuses_existing_folder(tmp_path
     with pytest.raises(BundleInputError) as err:
         write_nsclc_cohort(a, subjects=1)
     assert err.value.path == str(a)
+
+
+# sha256 of the default model's gene table for the fixed input below, taken before the gene-model presets existed.
+DEFAULT_GENES_SHA256 = "1ed731db8a371bfa40e915c5ec98dafd7a64da31d5a7a630739cddbd570e1a8f"
+
+
+@pytest.mark.parametrize("explicit", [False, True])
+def test_default_gene_model_unchanged(explicit):
+    """The default demo's genes are byte for byte those written before the "hard" preset was added."""
+    phenotype, sex, batch = np.arange(12) % 3, np.array([0, 1] * 6), np.array([0, 0, 1] * 4)
+    extra = {"gene_model": "default"} if explicit else {}
+    names, values = simulate_genes(phenotype, sex, batch, 40, np.random.default_rng(11), **extra)
+    text = gene_table_text([f"P{i}" for i in range(12)], names, values)
+    assert hashlib.sha256(text.encode()).hexdigest() == DEFAULT_GENES_SHA256
+
+
+def test_unknown_gene_model_is_refused(tmp_path):
+    with pytest.raises(BundleInputError) as err:
+        simulate_genes(np.arange(3), np.zeros(3), np.zeros(3), 10, np.random.default_rng(0), gene_model="easy")
+    assert err.value.field == "gene_model" and "hard" in err.value.hint
+    with pytest.raises(BundleInputError):
+        write_nsclc_cohort(tmp_path / "c", subjects=1, gene_model="easy")
+    assert not any(tmp_path.iterdir())
+
+
+def _standardised(values):
+    """Genes as the radiogenomic preparation keeps them (no NA, not constant), z-scored over the patients:
+    (patients, genes)."""
+    x = values[~np.isnan(values).any(axis=1)]
+    mean, std = x.mean(axis=1), x.std(axis=1)
+    keep = std > 1e-12 * np.maximum(1.0, np.abs(mean))
+    return ((x[keep] - mean[keep, None]) / std[keep, None]).T
+
+
+@pytest.fixture(scope="module")
+def hard_genes():
+    """The hard preset's genes exactly as ``write_nsclc_cohort(out, gene_model="hard")`` draws them (seed 0)."""
+    subjects = PRESET_SUBJECTS["hard"]
+    _, phenotype, sex, batch, no_genes = cohort_design(subjects, 0)
+    keep = [i for i in range(subjects) if i not in no_genes]
+    _, values = simulate_genes(phenotype[keep], sex[keep], batch[keep], 5172, np.random.default_rng([0, 2]), "hard")
+    return _standardised(values), phenotype[keep]
+
+
+def test_hard_raw_genes_do_not_separate_the_phenotypes(hard_genes):
+    """k-NN (k = 5, 5-fold) and k-means (k = 3) of the radiogenomic evaluation, over 20 CV shuffles: chance."""
+    x, phenotype = hard_genes
+    assert x.shape == (131, 5172) and np.bincount(phenotype).min() >= 40
+    scores = [code_scores(x, phenotype, 3, seed=seed) for seed in range(20)]
+    assert np.mean([s["knn_accuracy"] for s in scores]) <= 0.40
+    assert abs(np.mean([s["ari"] for s in scores])) <= 0.05
+
+
+def test_hard_linear_probe_decodes_the_phenotype(hard_genes):
+    """L2 logistic regression (C = 1), 5-fold, averaged over 10 shuffles.
+
+    Its weights lie in the span of the training profiles, so fitting on the profiles' coordinates in the span
+    of all 131 (``x = u s v^T``, coordinates ``u s``: a rotation) solves the same problem, about 6x faster.
+    """
+    x, phenotype = hard_genes
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    accuracy = [cross_val_score(LogisticRegression(max_iter=2000), u * s, phenotype,
+                                cv=StratifiedKFold(5, shuffle=True, random_state=seed)).mean() for seed in range(10)]
+    assert np.mean(accuracy) >= 0.9

@@ -1,19 +1,22 @@
-"""A small CNN classifier of 2D images and the numbers computed in its feature space.
+"""A small CNN classifier of 2D images: the judge of conditional generators and the utility study's model.
 
-One network, trained on the real training images, serves four evaluations: conditional accuracy (does a
-generated image of class c look like class c?), realism confidence of latent-walk frames (its top softmax
-probability), the feature-space memorisation audit (its penultimate features) and an FID-style distance
-(MONAI's :class:`~monai.metrics.FIDMetric` on those features instead of Inception's).
+Trained on the real training images, it judges generated ones: conditional accuracy (does a generated image
+of class c look like class c?) and the realism confidence of latent-walk frames (its top softmax probability).
+The utility studies (``bundles/workflows/*_utility.py``) train it on real, synthetic or mixed images for a
+fixed number of steps (:func:`train_classifier` with ``steps``), so that the arms of a study differ only in
+their data. Fidelity and memorisation are measured by the metric registry
+(:mod:`bundles.evaluation.metrics`), not in this network's feature space.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import numpy as np
 import torch
-from monai.metrics import FIDMetric
 from torch import nn
 
-__all__ = ["ImageClassifier", "conditional_accuracy", "feature_fid", "predict", "train_classifier"]
+__all__ = ["ImageClassifier", "conditional_accuracy", "predict", "train_classifier"]
 
 
 class ImageClassifier(nn.Module):
@@ -65,52 +68,77 @@ def train_classifier(
     num_classes: int = 5,
     width: int = 16,
     epochs: int = 30,
+    steps: int | None = None,
+    weights: torch.Tensor | None = None,
     batch_size: int = 16,
     lr: float = 1e-3,
     max_shift: int = 2,
     speckle: float = 0.3,
     seed: int = 0,
 ) -> ImageClassifier:
-    """Train an :class:`ImageClassifier` on real images; returns it in eval mode (on the images' device).
+    """Train an :class:`ImageClassifier`; returns it in eval mode (on the images' device).
 
     Args:
         images: (N, 1, S0, S1) float in [-1, 1].
         labels: (N,) int64 class indices.
-        epochs: passes over the data (Adam, cross-entropy, shuffled with ``seed``).
+        epochs: passes over the data (Adam, cross-entropy, shuffled with ``seed``); used when ``steps`` is None.
+        steps: train exactly this many minibatches of ``batch_size`` images instead, each drawn with replacement
+            with probability proportional to ``weights``. Two trainings with the same ``steps`` do the same
+            number of updates whatever their data size, as the arms of a utility study must.
+        weights: (N,) non-negative sampling weights for ``steps`` (default: uniform), e.g. to give the real
+            images half of every batch however many synthetic images are added.
         max_shift: random circular shifts of up to this many pixels per axis, so the classifier judges
             content rather than exact pixel positions.
         speckle: largest amplitude (in the [-1, 1] intensity scale) of the smooth random speckle added to
             each training image, so that the classifier judges the layout of uptake or lesions rather than
             the fine texture in which generated images differ from real ones (0 turns it off). Texture
-            realism is measured separately (feature FID, memorisation audit).
+            realism is measured separately (the metric registry's FID, KID and precision).
     """
     if images.ndim != 4 or images.shape[0] != labels.shape[0]:
         raise ValueError(f"images must be (N, 1, S0, S1) matching labels (N,), got {tuple(images.shape)}")
+    n = images.shape[0]
+    if weights is not None:
+        weights = torch.as_tensor(weights, dtype=torch.float64).flatten()
+        if weights.shape != (n,) or bool((weights < 0).any()) or float(weights.sum()) <= 0:
+            raise ValueError(f"weights must be (N,) = ({n},) non-negative with a positive sum")
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = ImageClassifier(num_classes=num_classes, width=width).to(images.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
-    n = images.shape[0]
     model.train()
-    for _ in range(epochs):
-        order = torch.randperm(n, generator=gen)
-        for start in range(0, n, batch_size):
-            idx = order[start : start + batch_size]
-            if idx.numel() < 2:  # BatchNorm needs two samples
-                continue
-            x = images[idx]
-            if max_shift > 0:
-                s0, s1 = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen).tolist()
-                x = torch.roll(x, shifts=(s0, s1), dims=(2, 3))
-            if speckle > 0:
-                x = add_speckle(x, speckle, gen)
-            optimizer.zero_grad(set_to_none=True)
-            loss = loss_fn(model(x), labels[idx].to(images.device))
-            loss.backward()
-            optimizer.step()
+    for idx in _batches(n, batch_size, epochs, steps, weights, gen):
+        x = images[idx]
+        if max_shift > 0:
+            s0, s1 = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen).tolist()
+            x = torch.roll(x, shifts=(s0, s1), dims=(2, 3))
+        if speckle > 0:
+            x = add_speckle(x, speckle, gen)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(model(x), labels[idx].to(images.device))
+        loss.backward()
+        optimizer.step()
     return model.eval()
+
+
+def _batches(n: int, batch_size: int, epochs: int, steps: int | None, weights: torch.Tensor | None,
+             gen: torch.Generator) -> Iterator[torch.Tensor]:
+    """Index batches: ``epochs`` shuffled passes (batches of one image skipped: BatchNorm needs two), or
+    exactly ``steps`` batches of ``batch_size`` indices drawn with replacement, proportional to ``weights``."""
+    if steps is None:
+        for _ in range(epochs):
+            order = torch.randperm(n, generator=gen)
+            for start in range(0, n, batch_size):
+                idx = order[start : start + batch_size]
+                if idx.numel() >= 2:
+                    yield idx
+        return
+    if batch_size < 2:
+        raise ValueError("batch_size must be at least 2 (BatchNorm)")
+    p = torch.ones(n, dtype=torch.float64) if weights is None else weights
+    for _ in range(int(steps)):
+        yield torch.multinomial(p, batch_size, replacement=True, generator=gen)
 
 
 @torch.no_grad()
@@ -125,32 +153,34 @@ def predict(model: ImageClassifier, images: torch.Tensor, batch_size: int = 64) 
     return torch.cat(probs), torch.cat(feats)
 
 
-def conditional_accuracy(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str]) -> dict:
+def conditional_accuracy(probs: torch.Tensor, labels: torch.Tensor, class_names: list[str], *,
+                         num_bootstrap: int = 0, seed: int = 0) -> dict:
     """Per-class and class-averaged accuracy of ``argmax(probs)`` against the requested ``labels``.
 
     Returns ``{"per_class": {name: accuracy or None when the class has no images}, "mean": mean over the
-    classes that have images, "overall": accuracy over all images}``.
+    classes that have images, "ci95": interval of "mean" or None, "overall": accuracy over all images}``.
+    With ``num_bootstrap`` > 0, ``ci95`` is the percentile bootstrap interval of the class mean, the images
+    resampled within each class (the classes keep their counts).
     """
+    from bundles.evaluation.metrics import bootstrap_ci
+
     pred = probs.argmax(dim=1)
     labels = labels.to(pred.device)
     per_class: dict[str, float | None] = {}
+    correct: list[np.ndarray] = []
     for c, name in enumerate(class_names):
         mask = labels == c
-        per_class[name] = float((pred[mask] == c).float().mean()) if bool(mask.any()) else None
-    present = [v for v in per_class.values() if v is not None]
+        hits = (pred[mask] == c).cpu().numpy().astype(np.float64)
+        per_class[name] = float(hits.mean()) if hits.size else None
+        if hits.size:
+            correct.append(hits)
+    ci = None
+    if num_bootstrap > 0 and correct:
+        ci = bootstrap_ci(lambda *idx: np.mean([h[i].mean(axis=1) for h, i in zip(correct, idx, strict=True)], axis=0),
+                          [h.size for h in correct], num_resamples=num_bootstrap, seed=seed)
     return {
         "per_class": per_class,
-        "mean": float(np.mean(present)) if present else float("nan"),
+        "mean": float(np.mean([h.mean() for h in correct])) if correct else float("nan"),
+        "ci95": ci,
         "overall": float((pred == labels).float().mean()),
     }
-
-
-def feature_fid(features_generated: torch.Tensor, features_real: torch.Tensor) -> float:
-    """Frechet distance between two sets of classifier features (N, F) and (M, F), via MONAI's FIDMetric.
-
-    With fewer images than features the covariances are rank deficient; the value is then still a
-    distance between the fitted Gaussians but a noisy one, so compare it only between runs of equal N.
-    """
-    if features_generated.shape[0] < 2 or features_real.shape[0] < 2:
-        raise ValueError("FID needs at least two feature vectors on each side.")
-    return float(FIDMetric()(features_generated.double(), features_real.double()).real)

@@ -61,8 +61,10 @@ __all__ = [
     "RESULT_KEYS",
     "SampleSets",
     "bootstrap_ci",
+    "check_metrics",
     "compute_metrics",
     "derived_seed",
+    "format_result",
     "list_metrics",
     "metric_reference",
     "metric_result",
@@ -390,6 +392,20 @@ def _check_names(names: Sequence[str], options: dict | None) -> list[str]:
     return unique
 
 
+def check_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None) -> list[str]:
+    """Check metric names and options before any work (a config's ``initialize``); returns the names without
+    repeats.
+
+    Raises:
+        BundleInputError: an unknown name (the message lists the known ones), options of a metric that is not
+        computed, or an option the metric does not take.
+    """
+    if options is not None and not isinstance(options, dict):
+        raise BundleInputError(f"metric options must be a mapping, got {type(options).__name__}",
+                               field="metric_options", hint='pass e.g. {"precision": {"k": 5}}')
+    return _check_names(names, options)
+
+
 def compute_metrics(
     names: Sequence[str],
     sets: SampleSets,
@@ -458,6 +474,20 @@ def write_metrics_json(path: str | Path, results: dict[str, dict], **extra: Any)
     path = Path(path)
     atomic_write_text(text + "\n", path)
     return path
+
+
+def format_result(name: str, result: dict, digits: int = 3) -> str:
+    """One line for a figure or a log: ``"fid 12.3 [8.1, 17.9] (ref 10.2)"``, in ``digits`` significant digits."""
+    def num(v: float | None) -> str:
+        return "-" if v is None else f"{v:.{digits}g}"
+
+    line = f"{name} {num(result.get('value'))}"
+    if result.get("ci95"):
+        line += f" [{num(result['ci95'][0])}, {num(result['ci95'][1])}]"
+    reference = result.get("reference") or {}
+    if reference.get("value") is not None:
+        line += f" (ref {num(reference['value'])})"
+    return line
 
 
 def metric_result(

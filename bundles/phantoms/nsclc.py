@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
 from pathlib import Path
 
 import numpy as np
+from pydicom.sequence import Sequence
 from pydicom.uid import generate_uid
 from scipy.ndimage import distance_transform_edt, gaussian_filter
 
 from bundles.errors import BundleInputError
-from bundles.fileio import atomic_write_text
+from bundles.fileio import atomic_dir, atomic_write_text
 from bundles.io.dicom_series import write_series
 from bundles.io.seg import write_seg
+from bundles.phantoms import write_demo_record
 from bundles.phantoms.chest import finish, make_chest
 from bundles.phantoms.parallel import map_patients
+from bundles.phantoms.pet import fdg_radiopharmaceutical
 
 PHENOTYPES = ("solid_circumscribed", "spiculated", "part_solid_ggo")
 
@@ -39,39 +40,65 @@ NODULE = {
     "part_solid_ggo": {"diameter": (10.0, 28.0), "hu": (-650.0, -450.0), "margin": 1.5, "lobes": 0.1, "spicules": 0},
 }
 
-# Gene model (README): fractions of the usable genes carrying each programme, and effect sizes in units of
-# the gene's own noise standard deviation.
+# Gene models (README): fractions of the usable genes carrying each programme, and effect sizes in units of
+# the gene's own noise standard deviation (drawn uniformly in "gene_sd"). "default" is the calibrated demo;
+# "hard" hides the phenotype signature (few genes, small effects) under twelve strong latent programmes, so
+# that distances between raw gene profiles (k-NN, k-means) follow the programmes while a linear model still
+# decodes the phenotype; its smaller noise sd keeps the genes' total spread on the default's log2 scale.
 GENE_MODEL = {
+    "gene_sd": (0.3, 1.2),
     "signature_fraction": 0.08, "signature_sd": 3.0,
     "batch_fraction": 0.40, "batch_sd": 2.0,
     "sex_fraction": 0.04, "sex_effect": 3.0,
-    "proliferation_fraction": 0.25, "proliferation_sd": 2.0,
+    "programmes": 1, "programme_fraction": 0.25, "programme_sd": 2.0,
     "na_gene_fraction": 0.05,
 }
+GENE_MODELS = {
+    "default": GENE_MODEL,
+    "hard": {
+        "gene_sd": (0.06, 0.24),
+        "signature_fraction": 0.05, "signature_sd": 1.3,
+        "batch_fraction": 0.40, "batch_sd": 2.0,
+        "sex_fraction": 0.04, "sex_effect": 3.0,
+        "programmes": 12, "programme_fraction": 0.5, "programme_sd": 3.0,
+        "na_gene_fraction": 0.05,
+    },
+}
+# Cohort size of each preset when ``subjects`` is not given: 142 - 142 // 12 = 131 patients with genes.
+PRESET_SUBJECTS = {"default": 24, "hard": 142}
 
 CT_RESCALE = {"RescaleSlope": 1, "RescaleIntercept": -1024}
 
 
+def _gene_model(gene_model: str) -> dict:
+    if gene_model not in GENE_MODELS:
+        raise BundleInputError(f"unknown gene model {gene_model!r}", field="gene_model",
+                               hint=f"choose one of {', '.join(GENE_MODELS)}")
+    return GENE_MODELS[gene_model]
+
+
 def simulate_genes(phenotype: np.ndarray, sex: np.ndarray, batch: np.ndarray, n_genes: int,
-                   rng: np.random.Generator) -> tuple[list[str], np.ndarray]:
+                   rng: np.random.Generator, gene_model: str = "default") -> tuple[list[str], np.ndarray]:
     """Log2-scale expression of ``n_genes`` usable genes plus about 5% more genes with some "NA" entries.
 
     Args:
         phenotype: (P,) int class index; sex: (P,) 0/1; batch: (P,) 0/1.
         n_genes: genes with no missing value.
+        gene_model: a key of ``GENE_MODELS`` ("default" or "hard"), the programme fractions and effect sizes.
 
     Returns:
         gene names and (n_genes + n_na_genes, P) float64 values, NaN for "NA"; the NA genes sit at random rows.
 
     x[g, p] = mu_g + sd_g * (signature[g, phenotype_p] + batch_g * (batch_p - 1/2) + sex_g * (sex_p - 1/2)
-    + loading_g * proliferation_p + noise), each programme on its own random subset of genes.
+    + sum_k loading_gk * programme_pk + noise), each programme on its own random subset of genes
+    (one programme, proliferation-like, in the default model).
     """
-    m = GENE_MODEL
+    m = _gene_model(gene_model)
     n_patients = phenotype.size
     n_na = max(1, int(round(m["na_gene_fraction"] * n_genes)))
     total = n_genes + n_na
     mu = rng.normal(6.0, 1.5, total)
-    sd = rng.uniform(0.3, 1.2, total)
+    sd = rng.uniform(*m["gene_sd"], total)
 
     def subset(fraction):
         return rng.random(total) < fraction
@@ -81,10 +108,12 @@ def simulate_genes(phenotype: np.ndarray, sex: np.ndarray, batch: np.ndarray, n_
     signature -= signature.mean(axis=1, keepdims=True)
     batch_effect = rng.normal(0, m["batch_sd"], total) * subset(m["batch_fraction"])
     sex_effect = m["sex_effect"] * rng.choice([-1.0, 1.0], total) * subset(m["sex_fraction"])
-    loading = rng.normal(0, m["proliferation_sd"], total) * subset(m["proliferation_fraction"])
-    proliferation = rng.normal(0, 1, n_patients)
+    loadings = [rng.normal(0, m["programme_sd"], total) * subset(m["programme_fraction"])
+                for _ in range(m["programmes"])]
+    scores = rng.normal(0, 1, (n_patients, m["programmes"]))  # one column per programme, N(0, 1) per patient
+    programmes = sum(np.outer(loading, score) for loading, score in zip(loadings, scores.T, strict=True))
     z = (signature[:, phenotype] + np.outer(batch_effect, batch - 0.5) + np.outer(sex_effect, sex - 0.5)
-         + np.outer(loading, proliferation) + rng.normal(0, 1, (total, n_patients)))
+         + programmes + rng.normal(0, 1, (total, n_patients)))
     values = mu[:, None] + sd[:, None] * z
     na_rows = rng.choice(total, n_na, replace=False)
     for row in na_rows:
@@ -185,15 +214,19 @@ def _patient(out: Path, pid: str, phenotype: str, sex: int, seed: int, size: int
     tags = {"StudyDate": date, "SeriesDate": date, "ContentDate": date, "PatientSex": "MF"[sex],
             "PatientAge": f"{rng.integers(45, 85):03d}Y", "StudyDescription": "CT CHEST", "KVP": 120, **CT_RESCALE}
     ct_dir = study / f"3.000000-THORAX 2.5 B45f-{rng.integers(10000, 99999)}"
-    files = write_series(image, chest.affine, ct_dir, modality="CT", patient_id=pid, study_uid=study_uid,
+    files = write_series(image, chest.affine, ct_dir, lock=False, modality="CT", patient_id=pid, study_uid=study_uid,
                          dataset_tags=tags, series_description="THORAX 2.5 B45f")
     write_seg(mask, files, study / f"1000.000000-Segmentation-{rng.integers(10000, 99999)}" / "1-1.dcm")
     if with_pet:  # a small attenuation-corrected PET in the same study, which readers must skip
         pet = np.clip(gaussian_filter(image[::8, ::8, ::4] + 1000, 1.0), 0, None) * 5.0
         pet_affine = chest.affine @ np.diag([8.0, 8.0, 4.0, 1.0])
-        write_series(pet, pet_affine, study / f"4.000000-PET AC-{rng.integers(10000, 99999)}", modality="PT",
-                     patient_id=pid, study_uid=study_uid, series_description="PET AC",
-                     dataset_tags={"Units": "BQML", "StudyDate": date, "SeriesDate": date})
+        pet_tags = {"Units": "BQML", "StudyDate": date, "SeriesDate": date, "SeriesTime": "090000",
+                    "AcquisitionDate": date, "AcquisitionTime": "090000", "SeriesType": ["STATIC", "IMAGE"],
+                    "CorrectedImage": ["ATTN", "DECY"], "DecayCorrection": "START",
+                    "RadiopharmaceuticalInformationSequence": Sequence([fdg_radiopharmaceutical("080000", 3.7e8)])}
+        write_series(pet, pet_affine, study / f"4.000000-PET AC-{rng.integers(10000, 99999)}", lock=False,
+                     modality="PT", patient_id=pid, study_uid=study_uid, series_description="PET AC",
+                     dataset_tags=pet_tags)
     mean_hu = float(image[mask].mean())
     return {"patient_id": pid, "phenotype": phenotype, "diameter_mm": f"{diameter:.1f}", "mean_hu": f"{mean_hu:.1f}"}
 
@@ -209,43 +242,42 @@ def cohort_design(subjects: int, seed: int):
     return ids, phenotype, sex, batch, no_genes
 
 
-def write_nsclc_cohort(out_dir, subjects: int = 24, seed: int = 0, n_genes: int = 5172, size: int = 256,
-                       slices: int = 40, workers: int | None = None) -> Path:
+def write_nsclc_cohort(out_dir, subjects: int | None = None, seed: int = 0, n_genes: int = 5172, size: int = 256,
+                       slices: int = 40, workers: int | None = None, gene_model: str = "default") -> Path:
     """Write the demo NSCLC radiogenomics cohort (deterministic for ``seed``) into ``out_dir``.
 
     Args:
-        out_dir: the cohort root to create (absent or empty); written as ``<out_dir>.partial`` then renamed.
-        subjects: number of patients ``R01-001`` ...; phenotypes are balanced over the three classes.
+        out_dir: the cohort root to create (absent or empty); built in a work folder and swapped into place.
+        subjects: number of patients ``R01-001`` ...; phenotypes are balanced over the three classes. Default:
+            the preset's (``PRESET_SUBJECTS``: 24 for "default", 142 for "hard", of whom 131 have genes).
         n_genes: usable genes (no "NA") in ``genes.tsv``; about 5% more genes carry "NA" entries.
         size: in-plane matrix (a 340 mm field of view); slices: number of 2.5 mm slices.
         workers: processes writing patients (default up to 4); the output does not depend on it.
+        gene_model: "default" (the calibrated demo) or "hard" (raw genes do not separate the phenotypes; README).
 
     One patient in twelve has no RNA-seq column, and one in six also has a small PET series in its study.
     """
     out_dir = Path(out_dir)
-    if out_dir.exists() and any(out_dir.iterdir()):
-        raise BundleInputError("output folder already exists", path=out_dir, hint="choose a new folder or delete it")
+    _gene_model(gene_model)
+    if subjects is None:
+        subjects = PRESET_SUBJECTS[gene_model]
     if subjects < 1:
-        raise BundleInputError(f"subjects must be at least 1, got {subjects}", field="subjects")
+        raise BundleInputError(f"subjects must be at least 1, got {subjects}", field="subjects",
+                               hint="pass --subjects 1 or more")
     ids, phenotype, sex, batch, no_genes = cohort_design(subjects, seed)
-
-    partial = out_dir.with_name(out_dir.name + ".partial")
-    if partial.exists():
-        shutil.rmtree(partial)
-    partial.mkdir(parents=True)
-    calls = [(partial, pid, PHENOTYPES[phenotype[i]], int(sex[i]), seed, size, slices, i % 6 == 5)
-             for i, pid in enumerate(ids)]
-    rows = map_patients(_patient, calls, workers, "nsclc")
-    with_genes = [i for i in range(subjects) if i not in no_genes]
-    names, values = simulate_genes(phenotype[with_genes], sex[with_genes], batch[with_genes], n_genes,
-                                   np.random.default_rng([seed, 2]))
-    atomic_write_text(gene_table_text([ids[i] for i in with_genes], names, values), partial / "genes.tsv")
-    table = io.StringIO()
-    writer = csv.DictWriter(table, fieldnames=["patient_id", "phenotype", "diameter_mm", "mean_hu"])
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(table.getvalue(), partial / "phenotypes.csv")
-    if out_dir.exists():
-        out_dir.rmdir()
-    os.replace(partial, out_dir)
+    with atomic_dir(out_dir, record=None, setting="out_dir") as work:
+        calls = [(work, pid, PHENOTYPES[phenotype[i]], int(sex[i]), seed, size, slices, i % 6 == 5)
+                 for i, pid in enumerate(ids)]
+        rows = map_patients(_patient, calls, workers, "nsclc")
+        with_genes = [i for i in range(subjects) if i not in no_genes]
+        names, values = simulate_genes(phenotype[with_genes], sex[with_genes], batch[with_genes], n_genes,
+                                       np.random.default_rng([seed, 2]), gene_model)
+        atomic_write_text(gene_table_text([ids[i] for i in with_genes], names, values), work / "genes.tsv")
+        table = io.StringIO()
+        writer = csv.DictWriter(table, fieldnames=["patient_id", "phenotype", "diameter_mm", "mean_hu"])
+        writer.writeheader()
+        writer.writerows(rows)
+        atomic_write_text(table.getvalue(), work / "phenotypes.csv")
+        write_demo_record(work, "nsclc demo cohort", subjects=subjects, seed=seed, n_genes=n_genes, size=size,
+                          slices=slices, gene_model=gene_model)
     return out_dir

@@ -183,6 +183,19 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     return item
 
 
+def fdg_radiopharmaceutical(start_time: str, dose_bq: float) -> Dataset:
+    """One RadiopharmaceuticalInformationSequence item of F-18 FDG (start time HHMMSS, total dose in Bq)."""
+    rp = Dataset()
+    rp.Radiopharmaceutical = "Fluorodeoxyglucose"
+    rp.RadiopharmaceuticalStartTime = start_time
+    rp.RadionuclideTotalDose = pydicom.valuerep.format_number_as_ds(float(dose_bq))
+    rp.RadionuclideHalfLife = "6586.2"
+    rp.RadionuclidePositronFraction = "0.9673"
+    rp.RadionuclideCodeSequence = Sequence([_code("77004003", "SCT", "^18^Fluorine")])
+    rp.RadiopharmaceuticalCodeSequence = Sequence([_code("35321007", "SCT", "Fluorodeoxyglucose F^18^")])
+    return rp
+
+
 def _philips_private(files: list[Path], suv_scale: float | None, activity_scale: float) -> None:
     """Add the Philips PET private group (7053,00xx) to written files (inside the cohort's .partial folder)."""
     for path in files:
@@ -226,14 +239,7 @@ def _write_study(root: Path, patient_id: str, index: int, label: str, variant: s
     def dt(m):
         return m.strftime("%Y%m%d%H%M%S")
 
-    rp = Dataset()
-    rp.Radiopharmaceutical = "Fluorodeoxyglucose"
-    rp.RadiopharmaceuticalStartTime = tm(injection)
-    rp.RadionuclideTotalDose = pydicom.valuerep.format_number_as_ds(dose)
-    rp.RadionuclideHalfLife = "6586.2"
-    rp.RadionuclidePositronFraction = "0.9673"
-    rp.RadionuclideCodeSequence = Sequence([_code("77004003", "SCT", "^18^Fluorine")])
-    rp.RadiopharmaceuticalCodeSequence = Sequence([_code("35321007", "SCT", "Fluorodeoxyglucose F^18^")])
+    rp = fdg_radiopharmaceutical(tm(injection), dose)
     if variant == "timezone":
         utc = injection - timedelta(hours=2)  # local clock is UTC+2
         rp.RadiopharmaceuticalStartDateTime = dt(utc) + "+0000"

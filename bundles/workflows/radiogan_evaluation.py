@@ -1,14 +1,20 @@
-"""RadioGAN evaluation: latent walks with smoothness and realism, memorisation audit, conditional accuracy, FID.
+"""RadioGAN evaluation: the shared metrics of the registry, conditional accuracy and the paper's latent walks.
 
-One classifier (:mod:`bundles.evaluation.classifier`) is trained on the real training MIPs; it judges the
-generated images (conditional accuracy, realism of walk frames) and provides the feature space of the
-second memorisation audit and of the FID-style distance. Its accuracy on the held-out real MIPs is
-reported too: numbers judged by a classifier are only as good as that accuracy.
+``num_per_class`` MIPs per class are generated and compared with the real training MIPs (which the generator
+saw) and the held-out MIPs (other patients) by the metrics that ``evaluate.json`` lists
+(:mod:`bundles.evaluation.metrics`: FID / KID with the real-vs-real floor, precision / recall, density /
+coverage, MS-SSIM diversity per class beside the real MIPs' own, nearest-neighbour memorisation in pixels and
+features), every one with its interval. Beside them, the bundle's own measures: a classifier
+(:mod:`bundles.evaluation.classifier`) trained on the real training MIPs judges the generated images
+(conditional accuracy, with its accuracy on the held-out real MIPs first: numbers judged by a classifier are
+only as good as that) and the realism of the latent-walk frames.
 
-Outputs in ``output_dir``: ``metrics.json`` and the figures ``walk_axis.png`` (the paper's Z_k walks, one
-row per class), ``walk_<a>_to_<b>.png`` (walks between two seeds across classes),
-``closest_pixel.png`` / ``closest_features.png`` (generated images closest to the training set, each
-above its nearest training image) and ``generated_grid.png``.
+Outputs in ``output_dir``: ``metrics.json`` (:func:`bundles.evaluation.metrics.write_metrics_json`: the
+registry's results under ``"metrics"``, the bundle's own numbers beside), ``summary.png`` (one page: real and
+generated MIPs per class, the main numbers, the utility curve when ``utility_dir`` holds a result),
+``walk_axis.png`` (the paper's Z_k walks, one row per class), ``walk_<a>_to_<b>.png`` (walks between two seeds
+across classes), ``closest_pixel.png`` / ``closest_features.png`` (generated MIPs closest to a training MIP,
+each above it), ``generated_grid.png``, ``classifier.pt`` and ``run_info.json``.
 """
 
 from __future__ import annotations
@@ -25,7 +31,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
 from bundles.errors import BundleInputError  # noqa: E402
-from bundles.evaluation.classifier import conditional_accuracy, feature_fid, predict, train_classifier  # noqa: E402
+from bundles.evaluation.classifier import conditional_accuracy, predict, train_classifier  # noqa: E402
 from bundles.evaluation.latent_walk import (  # noqa: E402
     axis_walk_latents,
     generate_walk,
@@ -34,8 +40,16 @@ from bundles.evaluation.latent_walk import (  # noqa: E402
     to_display,
     walk_smoothness,
 )
-from bundles.evaluation.memorisation import memorisation_audit, save_closest_pairs  # noqa: E402
-from bundles.fileio import atomic_dir, atomic_torch_save, atomic_write_text, save_figure  # noqa: E402
+from bundles.evaluation.metrics import (  # noqa: E402
+    SampleSets,
+    check_metrics,
+    compute_metrics,
+    format_result,
+    save_closest_pairs,
+    write_metrics_json,
+)
+from bundles.evaluation.utility import plot_utility_curve, read_utility_result  # noqa: E402
+from bundles.fileio import atomic_dir, atomic_torch_save, save_figure  # noqa: E402
 from bundles.models import Model  # noqa: E402
 from bundles.runs import RUN_INFO, run_info, write_run_info  # noqa: E402
 from bundles.workflows.radiogan_inference import class_indices, fixed_latents  # noqa: E402
@@ -43,7 +57,10 @@ from bundles.workflows.radiogan_prepare import load_datalist, load_images  # noq
 
 KIND = "radiogan evaluation"
 
-__all__ = ["evaluate", "latent_walks"]
+__all__ = ["TARGETS", "evaluate", "latent_walks"]
+
+# Acceptance: conditional accuracy (judged by the classifier), and the memorisation ratio read with precision.
+TARGETS = {"conditional_accuracy": 0.8, "memorisation_ratio": 1.0, "precision": 0.5}
 
 logger = logging.getLogger(__name__)
 
@@ -119,11 +136,6 @@ def _save_rows(rows: list[tuple[str, torch.Tensor]], path: Path, col_titles: lis
     save_figure(fig, path, dpi=90)
 
 
-def _audit_summary(audit: dict) -> dict:
-    keys = ("ratio", "generated_mean", "generated_min", "heldout_mean", "heldout_min", "flagged", "flagged_fraction")
-    return {k: audit[k] for k in keys}
-
-
 @torch.no_grad()
 def _generate(generator, labels: torch.Tensor, latent_dim: int, seed: int, batch_size: int = 64) -> torch.Tensor:
     device = next(generator.parameters()).device
@@ -138,6 +150,9 @@ def evaluate(
     dataset_dir: str | Path,
     output_dir: str | Path,
     *,
+    metrics: Sequence[str],
+    metric_options: dict | None = None,
+    num_bootstrap: int = 1000,
     device: str | torch.device = "cpu",
     num_per_class: int = 20,
     seed: int = 1000,
@@ -145,17 +160,23 @@ def evaluate(
     classifier_width: int = 16,
     walk_steps: int = 10,
     class_pairs: Sequence[Sequence[str]] = (("lung", "lymphoma"), ("normal", "head_neck")),
+    utility_dir: str | Path | None = None,
     settings: dict | None = None,
 ) -> dict:
-    """Run every evaluation and write ``metrics.json`` + figures into ``output_dir``; returns the metrics.
+    """Run every evaluation and write ``metrics.json`` + figures into ``output_dir``; returns what metrics.json holds.
 
     Args:
         model: the trained model (:func:`bundles.models.read_model`).
         dataset_dir: the prepared dataset (read only; ``training`` / ``validation`` items, ``classes``).
         output_dir: a missing or empty folder, or an earlier output of this evaluation (replaced).
+        metrics: names of registered metrics (:func:`bundles.evaluation.metrics.list_metrics`), computed with
+            the generated MIPs' classes as conditions; metric_options: per-metric options (e.g. ``{"density":
+            {"k": 3}}``); num_bootstrap: resamples of every interval.
         num_per_class: generated images per class (latent codes from ``seed``, independent of the walks).
         classifier_epochs, classifier_width: the judging classifier (trained with the same seed each run).
+        utility_dir: a finished utility study (``utility.json``) whose curve ``summary.png`` shows, if any.
     """
+    check_metrics(metrics, metric_options)
     datalist = load_datalist(dataset_dir)
     class_names = list(datalist["classes"])
     generator = model.load(device)
@@ -164,62 +185,118 @@ def evaluate(
     if held_x.shape[0] < 2:
         raise BundleInputError("the evaluation needs at least two held-out real images", path=dataset_dir,
                                field="validation", hint="prepare with heldout_per_class >= 1 and enough studies")
+    utility = read_utility_result(utility_dir)
     with atomic_dir(output_dir, record=RUN_INFO, kind=KIND, setting="evaluation_dir") as work:
-        metrics = _evaluate(generator, classifier_inputs=(train_x, train_y, held_x, held_y), class_names=class_names,
-                            work=work, num_per_class=num_per_class, seed=seed, latent_dim=int(model.network["latent_dim"]),
-                            classifier_epochs=classifier_epochs, classifier_width=classifier_width,
-                            walk_steps=walk_steps, class_pairs=class_pairs)
+        result = _evaluate(generator, real=(train_x, train_y, held_x, held_y), class_names=class_names, work=work,
+                           metrics=metrics, metric_options=metric_options, num_bootstrap=num_bootstrap,
+                           num_per_class=num_per_class, seed=seed, latent_dim=int(model.network["latent_dim"]),
+                           classifier_epochs=classifier_epochs, classifier_width=classifier_width,
+                           walk_steps=walk_steps, class_pairs=class_pairs, utility=utility)
         write_run_info(work, run_info(KIND, settings=settings, datalist=Path(dataset_dir) / "datalist.json",
                                       seed=seed))
-    return metrics
+    return result
 
 
-def _evaluate(generator, *, classifier_inputs, class_names, work: Path, num_per_class, seed, latent_dim,
-              classifier_epochs, classifier_width, walk_steps, class_pairs) -> dict:
-    train_x, train_y, held_x, held_y = classifier_inputs
-    output_dir = work
-
+def _evaluate(generator, *, real, class_names, work: Path, metrics, metric_options, num_bootstrap, num_per_class,
+              seed, latent_dim, classifier_epochs, classifier_width, walk_steps, class_pairs, utility) -> dict:
+    train_x, train_y, held_x, held_y = real
     logger.info("training the judging classifier on %d real MIPs", train_x.shape[0])
     classifier = train_classifier(train_x, train_y, num_classes=len(class_names), width=classifier_width,
                                   epochs=classifier_epochs, seed=seed)
-    atomic_torch_save(classifier.state_dict(), output_dir / "classifier.pt")
-    held_probs, held_feat = predict(classifier, held_x)
-    _, train_feat = predict(classifier, train_x)
+    atomic_torch_save(classifier.state_dict(), work / "classifier.pt")
 
     gen_y = torch.arange(len(class_names)).repeat_interleave(num_per_class)
     gen_x = _generate(generator, gen_y, latent_dim, seed)
-    gen_probs, gen_feat = predict(classifier, gen_x)
-
-    pixel = memorisation_audit(gen_x, train_x, held_x)
-    feature = memorisation_audit(gen_feat, train_feat, held_feat)
-    captions = [class_names[int(c)] for c in gen_y]
-    save_closest_pairs(gen_x, train_x, pixel["generated_distances"], pixel["generated_nearest"],
-                       output_dir / "closest_pixel.png", captions=captions)
-    save_closest_pairs(gen_x, train_x, feature["generated_distances"], feature["generated_nearest"],
-                       output_dir / "closest_features.png", captions=captions)
+    sets = SampleSets(gen_x, train_x, held_x, generated_conditions=gen_y, train_conditions=train_y,
+                      heldout_conditions=held_y)
+    results = compute_metrics(metrics, sets, seed=seed, num_bootstrap=num_bootstrap, options=metric_options)
+    for space in ("pixel", "features"):
+        if f"memorisation_{space}" in results:
+            save_closest_pairs(sets, results[f"memorisation_{space}"], work / f"closest_{space}.png")
     _save_rows([(name, gen_x[gen_y == c][:10]) for c, name in enumerate(class_names)],
-               output_dir / "generated_grid.png", [str(i) for i in range(min(10, num_per_class))],
+               work / "generated_grid.png", [str(i) for i in range(min(10, num_per_class))],
                "generated MIPs (one row per requested class)")
 
-    walks = latent_walks(generator, classifier, output_dir, class_names, latent_dim=latent_dim, steps=walk_steps,
+    held_accuracy = conditional_accuracy(predict(classifier, held_x)[0], held_y, class_names,
+                                         num_bootstrap=num_bootstrap, seed=seed)
+    accuracy = conditional_accuracy(predict(classifier, gen_x)[0], gen_y, class_names, num_bootstrap=num_bootstrap,
+                                    seed=seed)
+    walks = latent_walks(generator, classifier, work, class_names, latent_dim=latent_dim, steps=walk_steps,
                          class_pairs=class_pairs)
-    metrics = {
-        "num_training": int(train_x.shape[0]),
-        "num_heldout": int(held_x.shape[0]),
-        "num_generated": int(gen_x.shape[0]),
-        "classifier_heldout_accuracy": conditional_accuracy(held_probs, held_y, class_names),
-        "conditional_accuracy": conditional_accuracy(gen_probs, gen_y, class_names),
-        "fid_features_generated_vs_heldout": feature_fid(gen_feat, held_feat),
-        "fid_features_train_vs_heldout": feature_fid(train_feat, held_feat),
-        "memorisation_pixel": _audit_summary(pixel),
-        "memorisation_features": _audit_summary(feature),
+    extra = {
+        "bundle": "radiogan",
+        "counts": {"training": int(train_x.shape[0]), "heldout": int(held_x.shape[0]), "generated": int(gen_x.shape[0]),
+                   "generated_per_class": num_per_class},
+        "seed": seed,
+        "sets": {"generated": f"{num_per_class} MIPs per class from fixed latent codes (seed {seed})",
+                 "train": "the real training MIPs (the generator saw them)",
+                 "heldout": "the real held-out MIPs (validation patients, never trained on)",
+                 "conditions": "class index"},
+        "classifier_heldout_accuracy": held_accuracy,
+        "conditional_accuracy": accuracy,
         "walks": walks,
+        "targets": TARGETS,
+        "passed": _passed(results, accuracy),
     }
-    atomic_write_text(json.dumps(metrics, indent=1), output_dir / "metrics.json")
-    logger.info(
-        "conditional accuracy %.3f (classifier on held-out real %.3f), memorisation ratio pixel %.3f / features "
-        "%.3f, feature FID %.2f",
-        metrics["conditional_accuracy"]["mean"], metrics["classifier_heldout_accuracy"]["mean"],
-        pixel["ratio"], feature["ratio"], metrics["fid_features_generated_vs_heldout"],
-    )
-    return metrics
+    path = write_metrics_json(work / "metrics.json", results, **extra)
+    _save_summary(work / "summary.png", (held_x, held_y), (gen_x, gen_y), class_names, results, extra, utility)
+    logger.info("conditional accuracy %.3f (classifier on held-out real %.3f); %s -> %s", accuracy["mean"],
+                held_accuracy["mean"], "; ".join(format_result(n, r) for n, r in results.items()), path)
+    return json.loads(path.read_text())
+
+
+def _passed(results: dict, accuracy: dict) -> dict:
+    """Acceptance: conditional accuracy; the pixel memorisation ratio, which counts only beside precision."""
+    out = {"conditional_accuracy": accuracy["mean"] >= TARGETS["conditional_accuracy"]}
+    if "memorisation_pixel" in results and "precision" in results:
+        ratio, precision = results["memorisation_pixel"]["value"], results["precision"]["value"]
+        out["memorisation_with_precision"] = bool(ratio is not None and precision is not None
+                                                  and ratio >= TARGETS["memorisation_ratio"]
+                                                  and precision >= TARGETS["precision"])
+    return out
+
+
+def _save_summary(path: Path, real, generated, class_names, results: dict, extra: dict, utility: dict | None,
+                  num_real: int = 2, num_generated: int = 4) -> None:
+    """One page: per class ``num_real`` held-out real MIPs beside ``num_generated`` generated ones, the main
+    numbers, and the utility curve when a utility result exists."""
+    (held_x, held_y), (gen_x, gen_y) = real, generated
+    rows, cols = len(class_names), num_real + num_generated
+    fig = plt.figure(figsize=(1.15 * cols + 6.2, 1.75 * rows + 0.6))
+    grid = fig.add_gridspec(rows, cols + 1, width_ratios=[1] * cols + [5.2])
+    for r, name in enumerate(class_names):
+        real_c, gen_c = held_x[held_y == r][:num_real], gen_x[gen_y == r][:num_generated]
+        for c in range(cols):
+            ax = fig.add_subplot(grid[r, c])
+            images, i = (real_c, c) if c < num_real else (gen_c, c - num_real)
+            if i < len(images):
+                ax.imshow(to_display(images[i]), cmap="gray_r", vmin=0.0, vmax=1.0)
+            ax.set_xticks([])
+            ax.set_yticks([])
+            if r == 0:
+                ax.set_title("held-out real" if c < num_real else "generated", fontsize=7)
+            if c == 0:
+                ax.set_ylabel(name, fontsize=8)
+    right = grid[:, cols].subgridspec(2, 1, height_ratios=[1.1, 1]) if utility else None
+    text_ax = fig.add_subplot(right[0] if utility else grid[:, cols])
+    acc, held = extra["conditional_accuracy"], extra["classifier_heldout_accuracy"]
+    lines = [f"RadioGAN, {extra['counts']['generated']} generated / {extra['counts']['training']} training / "
+             f"{extra['counts']['heldout']} held-out MIPs",
+             f"conditional accuracy {acc['mean']:.3f}" + _ci(acc.get("ci95")) +
+             f" (judge on held-out real {held['mean']:.3f})"]
+    lines += [format_result(name, r) for name, r in results.items()]
+    lines.append("passed: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in extra["passed"].items()))
+    if not utility:
+        lines.append("utility: no result yet (run the `utility` command, then evaluate again)")
+    text_ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7, family="monospace")
+    text_ax.set_axis_off()
+    if utility:
+        plot_utility_curve(fig.add_subplot(right[1]), utility)
+    fig.suptitle("RadioGAN: held-out real MIPs beside generated ones per class; main numbers (95 % CI, ref = real)",
+                 fontsize=9)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)
+
+
+def _ci(ci) -> str:
+    return f" [{ci[0]:.3f}, {ci[1]:.3f}]" if ci else ""

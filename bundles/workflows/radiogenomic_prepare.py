@@ -345,16 +345,20 @@ def run_preparation(
     *,
     demo_raw_dir: str | os.PathLike,
     demo_dataset_dir: str | os.PathLike,
-    demo_subjects: int = 24,
+    demo_subjects: int | None = None,
+    demo_gene_model: str = "default",
     **prepare_kwargs,
 ) -> dict:
     """The ``preparation`` run id: the demo cohort on the demo path (see :mod:`bundles.workflows.datasets`),
-    then :func:`prepare_dataset`."""
+    then :func:`prepare_dataset`. ``demo_gene_model`` "hard" writes the demo cohort whose raw genes do not separate
+    the phenotypes (131 patients with genes; ``bundles/phantoms/README.md``); ``demo_subjects`` None keeps the
+    gene model's own cohort size."""
     from bundles.phantoms.nsclc import write_nsclc_cohort
 
     seed = prepare_kwargs.get("seed", 0)
     raw = datasets.raw_folder(raw_dir, dataset_dir, demo_raw_dir=demo_raw_dir, demo_dataset_dir=demo_dataset_dir,
-                              write_demo=lambda path: write_nsclc_cohort(path, subjects=demo_subjects, seed=seed),
+                              write_demo=lambda path: write_nsclc_cohort(path, subjects=demo_subjects, seed=seed,
+                                                                         gene_model=demo_gene_model),
                               what="<PatientID>/<study>/<series>/*.dcm CT and SEG series and a GEO gene table")
     return prepare_dataset(raw, dataset_dir, **prepare_kwargs)
 

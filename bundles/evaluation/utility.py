@@ -1,0 +1,264 @@
+"""Utility studies: does adding synthetic images help a model trained on a few real ones?
+
+A study trains one downstream model (RadioGAN: a five-class MIP classifier; ctstyle: a segmentation network)
+in three **arms** on each of several **real-data sizes** and **seeds**:
+
+- ``real``: the reduced real subset alone (train-real / test-real, TRTR);
+- ``real+synthetic``: the same subset plus synthetic images from a GAN trained on that subset only;
+- ``synthetic``: the synthetic images alone (train-synthetic / test-real, TSTR).
+
+Every arm of one (size, seed) runs the same number of training steps from the same initialisation, and is
+tested on the same held-out real images. This module holds what both bundles' studies share: the nested
+subset selection, the intervals over seeds, the summary and targets, the result file and the figure.
+
+Intervals are over seeds (each seed draws its own subset, GAN and downstream initialisation): the Student-t
+interval of the mean of the per-seed values; a gain and the TSTR / TRTR ratio are computed per seed first
+(paired), so what the seeds share (subset, test set, initialisation) cancels.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from scipy import stats  # noqa: E402
+
+from bundles.errors import BundleInputError  # noqa: E402
+from bundles.fileio import atomic_write_text, save_figure  # noqa: E402
+
+__all__ = [
+    "ARMS",
+    "RESULT_FILE",
+    "TARGETS",
+    "check_targets",
+    "paired_interval",
+    "plot_utility_curve",
+    "read_utility_result",
+    "save_utility_figure",
+    "select_per_class",
+    "select_patients",
+    "summarise_runs",
+    "t_interval",
+    "write_utility_result",
+]
+
+ARMS: tuple[str, ...] = ("real", "real+synthetic", "synthetic")
+RESULT_FILE = "utility.json"
+# Issue 15's targets: at a size where the real-only model stays below `below`, adding synthetic data raises the
+# measure by at least `gain` with an interval that excludes 0; TSTR reaches `tstr_ratio` of TRTR.
+TARGETS: dict[str, float] = {"below": 0.85, "gain": 0.05, "tstr_ratio": 0.8}
+_COLOURS = {"real": "tab:blue", "real+synthetic": "tab:orange", "synthetic": "tab:green"}
+
+
+# ---------------------------------------------------------------------------------------------- statistics
+def t_interval(values: Sequence[float], level: float = 0.95) -> dict:
+    """Mean of per-seed values and its Student-t interval: ``mean +- t_{(1+level)/2, n-1} sd / sqrt(n)``.
+
+    Returns ``{"mean", "ci95": [lo, hi] or None (fewer than two values), "sd", "n", "values"}``; NaN values
+    (a seed whose run gave no number) are left out and counted in ``n`` only when finite.
+    """
+    arr = np.asarray([v for v in values if v is not None and math.isfinite(v)], dtype=np.float64)
+    out: dict[str, Any] = {"mean": None, "ci95": None, "sd": None, "n": int(arr.size),
+                           "values": [float(v) for v in values if v is not None]}
+    if arr.size == 0:
+        return out
+    out["mean"] = float(arr.mean())
+    if arr.size >= 2:
+        sd = float(arr.std(ddof=1))
+        half = float(stats.t.ppf((1 + level) / 2, arr.size - 1)) * sd / math.sqrt(arr.size)
+        out["sd"], out["ci95"] = sd, [out["mean"] - half, out["mean"] + half]
+    return out
+
+
+def paired_interval(a: Sequence[float], b: Sequence[float], how: str = "difference", level: float = 0.95) -> dict:
+    """Interval of a per-seed comparison of paired values: ``b - a`` (``"difference"``) or ``b / a`` (``"ratio"``)."""
+    if len(a) != len(b):
+        raise ValueError(f"paired values need equal lengths, got {len(a)} and {len(b)}")
+    if how == "difference":
+        per_seed = [y - x for x, y in zip(a, b, strict=True)]
+    elif how == "ratio":
+        per_seed = [y / x if x else float("nan") for x, y in zip(a, b, strict=True)]
+    else:
+        raise ValueError(f"unknown comparison {how!r}")
+    return t_interval(per_seed, level)
+
+
+# ------------------------------------------------------------------------------------------------- subsets
+def select_per_class(labels: Sequence[int], n_per_class: int, seed: int) -> list[int]:
+    """Indices of ``n_per_class`` items of every class, nested across sizes: for one seed each class's items
+    are put in one random order and the first ``n_per_class`` taken, so the subset of size 2 lies inside the
+    subset of size 4. Returned sorted.
+
+    Raises:
+        BundleInputError: a class with fewer than ``n_per_class`` items (after leaving one for testing).
+    """
+    labels = np.asarray(labels, dtype=np.int64)
+    chosen: list[int] = []
+    for c in np.unique(labels):
+        members = np.flatnonzero(labels == c)
+        if members.size <= n_per_class:
+            raise BundleInputError(f"class {int(c)} has {members.size} training items, too few for {n_per_class} per "
+                                   "class and a held-out test image", field="sizes_per_class",
+                                   hint=f"choose sizes below {members.size}, or prepare more studies")
+        rng = np.random.default_rng([int(seed), int(c)])
+        chosen += members[rng.permutation(members.size)[:n_per_class]].tolist()
+    return sorted(int(i) for i in chosen)
+
+
+def select_patients(patients: Sequence[str], k: int, seed: int) -> list[str]:
+    """``k`` patients of ``patients`` (distinct IDs), nested across sizes for one seed; returned sorted.
+
+    Raises:
+        BundleInputError: fewer than ``k + 1`` patients (one must remain for testing).
+    """
+    unique = sorted(set(patients))
+    if len(unique) <= k:
+        raise BundleInputError(f"{len(unique)} training patients, too few for subsets of {k} and a held-out "
+                               "test patient", field="sizes", hint=f"choose sizes below {len(unique)}")
+    order = np.random.default_rng([int(seed), 7]).permutation(len(unique))
+    return sorted(unique[i] for i in order[:k])
+
+
+# ------------------------------------------------------------------------------------------ summary, targets
+def summarise_runs(runs: Sequence[Mapping], sizes: Sequence[int], seeds: Sequence[int]) -> dict:
+    """Per size: every arm's interval over seeds, the paired gain of adding synthetic data and TSTR / TRTR.
+
+    Args:
+        runs: ``{"size", "seed", "arm", "value", ...}`` records, one per (size, seed, arm).
+
+    Returns:
+        ``{str(size): {"real": t_interval, "real+synthetic": ..., "synthetic": ..., "gain": paired
+        difference (real+synthetic - real), "tstr_ratio": paired ratio (synthetic / real)}}``.
+    """
+    value = {(int(r["size"]), int(r["seed"]), r["arm"]): float(r["value"]) for r in runs}
+    summary = {}
+    for size in sizes:
+        arms = {arm: [value.get((int(size), int(s), arm), float("nan")) for s in seeds] for arm in ARMS}
+        entry = {arm: t_interval(v) for arm, v in arms.items()}
+        entry["gain"] = paired_interval(arms["real"], arms["real+synthetic"], "difference")
+        entry["tstr_ratio"] = paired_interval(arms["real"], arms["synthetic"], "ratio")
+        summary[str(size)] = entry
+    return summary
+
+
+def check_targets(summary: Mapping[str, Mapping], targets: Mapping[str, float] = TARGETS) -> dict:
+    """Which of issue 15's utility targets hold.
+
+    ``gain``: at some size whose real-only mean is below ``targets["below"]``, the mean gain is at least
+    ``targets["gain"]`` and its interval lies above 0 (the sizes where it holds are listed). ``tstr``: at
+    every size, the mean TSTR / TRTR ratio is at least ``targets["tstr_ratio"]``.
+    """
+    gain_sizes = [size for size, e in summary.items()
+                  if e["real"]["mean"] is not None and e["real"]["mean"] < targets["below"]
+                  and e["gain"]["mean"] is not None and e["gain"]["mean"] >= targets["gain"]
+                  and e["gain"]["ci95"] is not None and e["gain"]["ci95"][0] > 0]
+    below = [size for size, e in summary.items() if e["real"]["mean"] is not None and e["real"]["mean"] < targets["below"]]
+    tstr = [e["tstr_ratio"]["mean"] for e in summary.values()]
+    return {
+        "gain": bool(gain_sizes),
+        "gain_sizes": gain_sizes,
+        "sizes_with_real_below": below,
+        "tstr": bool(tstr) and all(v is not None and v >= targets["tstr_ratio"] for v in tstr),
+    }
+
+
+def write_utility_result(folder: str | Path, result: Mapping) -> Path:
+    """Write ``folder/utility.json`` atomically (NaN -> null)."""
+    path = Path(folder) / RESULT_FILE
+    atomic_write_text(json.dumps(_plain(result), indent=1, allow_nan=False) + "\n", path)
+    return path
+
+
+def read_utility_result(folder: str | Path | None) -> dict | None:
+    """The result of a finished utility study in ``folder`` (its ``utility.json``), or None when there is none."""
+    if folder is None:
+        return None
+    path = Path(folder) / RESULT_FILE
+    if not path.is_file():
+        return None
+    try:
+        result = json.loads(path.read_text())
+    except ValueError as err:
+        raise BundleInputError(f"not valid JSON ({err})", path=path, hint="run the utility command again") from err
+    if not isinstance(result, dict) or "summary" not in result:
+        raise BundleInputError("not a utility result (no 'summary')", path=path, hint="run the utility command again")
+    return result
+
+
+def _plain(obj: Any) -> Any:
+    if isinstance(obj, Mapping):
+        return {str(k): _plain(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_plain(v) for v in obj]
+    if isinstance(obj, (np.integer,)):
+        return int(obj)
+    if isinstance(obj, (float, np.floating)):
+        return float(obj) if math.isfinite(float(obj)) else None
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj
+
+
+# ------------------------------------------------------------------------------------------------- figure
+def plot_utility_curve(ax, result: Mapping) -> None:
+    """Draw the utility curve on ``ax``: the measure (mean over seeds, 95 % interval as error bars) against the
+    real-data size, one line per arm (real: blue, real + synthetic: orange, synthetic only: green)."""
+    sizes = [int(s) for s in result["sizes"]]
+    summary = result["summary"]
+    offsets = {"real": -0.04, "real+synthetic": 0.0, "synthetic": 0.04}
+    for arm in ARMS:
+        xs, ys, err = [], [], []
+        for size in sizes:
+            entry = summary[str(size)][arm]
+            if entry["mean"] is None:
+                continue
+            lo, hi = entry["ci95"] or (entry["mean"], entry["mean"])
+            xs.append(size * (1 + offsets[arm]))
+            ys.append(entry["mean"])
+            err.append((entry["mean"] - lo, hi - entry["mean"]))
+        if xs:
+            e = np.asarray(err).T
+            ax.errorbar(xs, ys, yerr=e, marker="o", capsize=3, color=_COLOURS[arm], label=arm)
+    ax.set_xscale("log")
+    ax.set_xticks(sizes, [str(s) for s in sizes])
+    ax.minorticks_off()
+    ax.set_xlabel(f"real data ({result.get('size_unit', 'size')})", fontsize=8)
+    ax.set_ylabel(result.get("measure", "value"), fontsize=8)
+    ax.axhline(TARGETS["below"], color="grey", linewidth=0.8, linestyle=":")
+    ax.legend(fontsize=7, loc="lower right")
+    ax.tick_params(labelsize=7)
+    ax.set_title(f"utility on held-out real images ({len(result['seeds'])} seeds, 95 % CI)", fontsize=8)
+
+
+def save_utility_figure(result: Mapping, path: str | Path) -> Path:
+    """The utility curve (:func:`plot_utility_curve`) beside a table of the gains and TSTR ratios, as a PNG."""
+    fig, (ax, text) = plt.subplots(1, 2, figsize=(9.5, 3.6), gridspec_kw={"width_ratios": [1.3, 1]})
+    plot_utility_curve(ax, result)
+    lines = [f"{result.get('measure', 'value')} on held-out real images"]
+    for size in result["sizes"]:
+        e = result["summary"][str(size)]
+        lines.append(f"size {size}: real {_fmt(e['real'])}")
+        lines.append(f"  + synthetic {_fmt(e['real+synthetic'])}, gain {_fmt(e['gain'], signed=True)}")
+        lines.append(f"  synthetic only {_fmt(e['synthetic'])}, TSTR/TRTR {_fmt(e['tstr_ratio'])}")
+    passed = result.get("passed", {})
+    lines.append(f"targets: gain {'met' if passed.get('gain') else 'missed'}, TSTR {'met' if passed.get('tstr') else 'missed'}")
+    text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7.5, family="monospace")
+    text.set_axis_off()
+    fig.tight_layout()
+    return save_figure(fig, path, dpi=100)
+
+
+def _fmt(entry: Mapping, signed: bool = False) -> str:
+    if entry.get("mean") is None:
+        return "-"
+    sign = "+" if signed else ""
+    ci = entry.get("ci95")
+    return f"{entry['mean']:{sign}.3f}" + (f" [{ci[0]:{sign}.3f}, {ci[1]:{sign}.3f}]" if ci else "")
