@@ -316,13 +316,7 @@ def _series_dataset(shape, modality, patient_id, study_uid, series_uid, frame_ui
     ds.PixelSpacing = [_ds_str(dy), _ds_str(dx)]
     ds.SliceThickness = _ds_str(dz)
     ds.SpacingBetweenSlices = _ds_str(dz)
-    ds.Rows, ds.Columns = shape[1], shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
+    set_int16_pixel_module(ds, shape)
     if modality == "CT":
         ds.RescaleType = "HU"
         ds.KVP = ""  # type 2: unknown unless the caller gives it
@@ -350,6 +344,17 @@ def _code(value: str, scheme: str, meaning: str) -> Dataset:
     item = Dataset()
     item.CodeValue, item.CodingSchemeDesignator, item.CodeMeaning = value, scheme, meaning
     return item
+
+
+def set_int16_pixel_module(ds: Dataset, shape: tuple[int, ...]) -> None:
+    """The Image Pixel module of a single-channel signed 16-bit slice of ``shape`` (X, Y) = (columns, rows)."""
+    ds.Rows, ds.Columns = shape[1], shape[0]
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = 16
+    ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 1
 
 
 def write_series(

@@ -91,6 +91,7 @@ from pydicom.valuerep import format_number_as_ds
 
 from bundles.errors import BundleInputError
 from bundles.fileio import atomic_path
+from bundles.io.dicom_series import set_int16_pixel_module
 from bundles.transforms.labels import LABEL_VALUES, SEGMENT_NAMES, label_indices
 
 PROJECT = "gan-bundles"
@@ -285,14 +286,7 @@ def _image_dataset(sop_class: str, modality: str, plane: _Plane, shape: tuple[in
     ds.ImagePositionPatient = [_ds(v) for v in plane.position]
     ds.PixelSpacing = [_ds(plane.spacing_y), _ds(plane.spacing_x)]  # [between rows, between columns]
     ds.SliceThickness = _ds(plane.thickness) if plane.thickness > 0 else ""
-    # Image Pixel
-    ds.Rows, ds.Columns = shape[1], shape[0]
-    ds.SamplesPerPixel = 1
-    ds.PhotometricInterpretation = "MONOCHROME2"
-    ds.BitsAllocated = 16
-    ds.BitsStored = 16
-    ds.HighBit = 15
-    ds.PixelRepresentation = 1
+    set_int16_pixel_module(ds, shape)
     return ds
 
 
