@@ -57,6 +57,13 @@ def _as_tuple(outputs) -> tuple[torch.Tensor, ...]:
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
 
 
+def _network_family(bundle_dir: Path) -> str:
+    """The ``bundles.networks`` module of a bundle's generator (from train.json's network record), whatever the
+    bundle folder is called."""
+    builder = json.loads((bundle_dir / "configs" / "train.json").read_text())["network"]["builder"]
+    return builder.split(".")[2]
+
+
 def default_name(model: Model) -> str:
     """``baseline_model`` for the radiogenomic MC-GAN baseline, ``model`` for every other generator."""
     return "baseline_model" if model.network.get("model_type") == "baseline" else "model"
@@ -96,7 +103,7 @@ def export_model(
         RuntimeError: an exported file differs from the eager network by more than the tolerance.
     """
     bundle_dir = Path(bundle_dir).resolve()
-    model = read_model(source)
+    model = read_model(source, _network_family(bundle_dir))
     models_dir = Path(models_dir or bundle_dir / "models").resolve()
     name = name or default_name(model)
     target = models_dir / f"{name}.pt"

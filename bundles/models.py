@@ -187,11 +187,15 @@ def record_path(model_path: str | os.PathLike) -> Path:
     return Path(model_path).with_suffix(".json")
 
 
-def read_model(path: str | os.PathLike) -> Model:
+def read_model(path: str | os.PathLike, bundle: str | None = None) -> Model:
     """Read a training checkpoint (``generator`` + ``network`` entries) or exported weights + their record.
 
+    Args:
+        bundle: when given (``"radiogan"``, ...), the model must be a generator of that bundle's networks.
+
     Raises:
-        BundleInputError: unreadable file, no generator weights, or no record of the network settings.
+        BundleInputError: unreadable file, no generator weights, no record of the network settings, or a model
+            of another bundle.
     """
     path = Path(path)
     checkpoint = load_checkpoint(path)
@@ -214,6 +218,10 @@ def read_model(path: str | os.PathLike) -> Model:
     if not isinstance(record, dict) or not isinstance(record.get("network"), dict):
         raise BundleInputError("the record has no 'network' settings", path=path, field="network",
                                hint="export the model again with tools/export.py")
+    builder = str(record["network"].get("builder", ""))
+    if bundle is not None and not builder.startswith(f"{NETWORK_PACKAGE}{bundle}."):
+        raise BundleInputError(f"holds a generator of {builder.rsplit('.', 1)[0] or 'unknown'}, not of the {bundle} "
+                               "bundle", path=path, field="ckpt_path", hint=f"pass a model trained with {bundle}_bundle")
     return Model(path=path, network=record["network"], inputs=record.get("inputs", {}), state=state)
 
 

@@ -418,3 +418,19 @@ def test_the_readme_own_data_commands_train_on_that_data_and_leave_it_untouched(
     assert result.returncode != 0 and "Traceback" not in result.stderr
     assert ERROR_LINE.match(result.stderr.strip().splitlines()[-1]) and not (tmp_path / "x").exists()
     shutil.rmtree(out)
+
+
+def test_a_model_of_another_bundle_is_refused_by_inference_and_export(tmp_path):
+    from bundles.export import export_model
+    from bundles.models import build_network, read_model
+
+    network = {"builder": "bundles.networks.radiogan.RadioGANGenerator", "latent_dim": 8, "num_classes": 5,
+               "first_grid": [3, 5], "channels": [4, 4]}
+    ckpt = tmp_path / "radiogan.pt"
+    atomic_torch_save({"generator": build_network(network).state_dict(), "network": {"network": network}}, ckpt)
+    error = user_error(read_model, ckpt, "radiogenomic")
+    assert "not of the radiogenomic bundle" in str(error) and error.field == "ckpt_path"
+    bundle = tmp_path / "my_copy_of_the_radiogenomic_bundle"  # any folder name: the family comes from train.json
+    shutil.copytree(RADIOGENOMIC.configs, bundle / "configs")
+    assert "not of the radiogenomic bundle" in str(user_error(export_model, bundle, ckpt))
+    assert not (bundle / "models").exists()

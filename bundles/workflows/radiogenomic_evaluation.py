@@ -61,9 +61,9 @@ def baseline_model(path: str | os.PathLike | None, bundle_root: str | os.PathLik
     """The MC-GAN baseline to compare with: ``path`` when given (an error if unreadable), else the bundle's
     exported ``models/baseline_model.pt`` when it exists, else ``None`` (the comparison is left out)."""
     if path is not None:
-        return read_model(path)
+        return read_model(path, "radiogenomic")
     default = Path(bundle_root) / "models" / "baseline_model.pt"
-    return read_model(default) if default.is_file() else None
+    return read_model(default, "radiogenomic") if default.is_file() else None
 
 
 def demo_truth(dataset_dir: str | os.PathLike, bundle_root: str | os.PathLike) -> str | None:
