@@ -33,22 +33,30 @@ BUNDLES = bundle_names()
 MANIFEST = REPO / ".demo_outputs.json"
 
 
+def _manifest() -> dict:
+    return json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {"paths": [], "containers": []}
+
+
 def created() -> list[str]:
     """The paths the demo created so far (absolute)."""
-    return json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else []
+    return _manifest()["paths"]
 
 
-def record(path: Path) -> None:
-    """Remember that the demo created ``path`` (only call it for a path that did not exist before)."""
-    paths = created()
-    if str(path) not in paths:
-        MANIFEST.write_text(json.dumps([*paths, str(path)], indent=1))
+def _record(path: Path, kind: str = "paths") -> None:
+    manifest = _manifest()
+    if str(path) not in manifest[kind]:
+        manifest[kind].append(str(path))
+        MANIFEST.write_text(json.dumps(manifest, indent=1))
 
 
 def claim(path: Path) -> bool:
-    """Before a step writes ``path``: record it when it does not exist yet; True when the demo owns it."""
+    """Before a step writes ``path``: record it when it does not exist yet; True when the demo owns it. Folders
+    the step creates on the way (``models/``, ``data/``) are recorded as containers, removed only when empty."""
+    for parent in reversed(path.parents):
+        if not parent.exists():
+            _record(parent, "containers")
     if not path.exists():
-        record(path)
+        _record(path)
         return True
     return str(path) in created()
 
@@ -95,11 +103,13 @@ def step_train(root: Path, output_dir: Path, epochs: int | None, *overrides: str
 def step_export(root: Path, checkpoint: Path, name: str) -> None:
     models = root / "models"
     targets = [models / f"{name}{suffix}" for suffix in (".pt", ".json", ".ts", ".onnx")] + [models / f"{name}_export.json"]
+    existed = targets[0].exists()
     owned = [claim(path) for path in targets]
     if not all(owned):
         sys.exit(f"error: {models / (name + '.pt')}: holds a model this demo did not export -> move it away to run "
                  "the demo")
-    print(f"\n[export] {checkpoint} -> {models / (name + '.pt')} (replacing the demo's own earlier export)")
+    what = "replacing the demo's own earlier export" if existed else "new export"
+    print(f"\n[export] {checkpoint} -> {models / (name + '.pt')} ({what})")
     run([sys.executable, str(REPO / "tools" / "export.py"), "--bundle", str(root), "--ckpt", str(checkpoint),
          "--name", name, "--overwrite"])
 
@@ -126,16 +136,23 @@ def demo_bundle(name: str, epochs: int | None) -> None:
 
 
 def clean() -> None:
-    """Remove what the demo created (and the lock files beside it), nothing else."""
-    paths = [Path(p) for p in created()]
-    for path in sorted(paths, key=lambda p: len(p.parts), reverse=True):
+    """Remove what the demo created (and the lock files beside it), nothing else; folders it created on the way
+    are removed only when they are empty."""
+    manifest = _manifest()
+    for path in sorted((Path(p) for p in manifest["paths"]), key=lambda p: len(p.parts), reverse=True):
         if path.is_dir():
             shutil.rmtree(path)
         elif path.exists():
             path.unlink()
-        lock = path.parent / f".{path.name}.lock"
-        lock.unlink(missing_ok=True)
+        (path.parent / f".{path.name}.lock").unlink(missing_ok=True)
         print(f"removed {path}")
+    for folder in sorted((Path(p) for p in manifest["containers"]), key=lambda p: len(p.parts), reverse=True):
+        (folder.parent / f".{folder.name}.lock").unlink(missing_ok=True)
+        if folder.is_dir() and not any(folder.iterdir()):
+            folder.rmdir()
+            print(f"removed {folder}/")
+        elif folder.is_dir():
+            print(f"kept {folder}/ (it holds files the demo did not write)")
     MANIFEST.unlink(missing_ok=True)
 
 
