@@ -300,6 +300,13 @@ def test_a_full_disk_is_one_error_line_and_leaves_the_last_checkpoint_and_no_tem
     assert target.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == [target.name]
 
 
+def test_training_with_an_unreachable_tracking_server_stops_before_the_first_iteration(ctstyle_prepared, tmp_path):
+    start = time.monotonic()
+    error = user_error(_train, ctstyle_prepared, tmp_path / "out", tracking="mlflow", tracking_uri="http://127.0.0.1:9")
+    assert error.field == "tracking_uri" and "does not answer" in str(error)
+    assert time.monotonic() - start < 60 and not (tmp_path / "out" / "checkpoints").exists()
+
+
 def test_an_unreachable_or_unwritable_tracking_store_is_refused_within_seconds(tmp_path):
     from bundles.engines.tracking import check_tracking_store
 
