@@ -13,11 +13,11 @@ import torch
 from bundle_cases import CTSTYLE, prepare_case, run_workflow, tree_hash, user_error
 
 from bundles.engines.ctstyle import CTStyleTrainer, map_to_display
+from bundles.evaluation.metrics import RESULT_KEYS
 from bundles.evaluation.style_metrics import (
     GROUPS,
     dice_per_group,
     label_groups,
-    mean_pairwise_ssim,
     threshold_resegmentation,
 )
 from bundles.models import Model
@@ -133,15 +133,17 @@ def test_inference_never_replaces_a_folder_it_did_not_write(tmp_path):
     assert tree_hash(precious) == before
 
 
-def test_resegmentation_dice_and_ssim():
+def test_resegmentation_dice_and_seed_diversity():
+    from bundles.workflows.ctstyle_evaluation import seed_diversity
+
     label = toy_map(64)
     hu = toy_ct_hu(label, 2)
     groups = threshold_resegmentation(hu)
     dice = dice_per_group(groups, label_groups(label[0].numpy()))
     assert dice.shape == (len(GROUPS),) and np.all(dice > 0.95)  # a CT with the map's HU re-segments to it
     x = torch.rand(1, 1, 32, 32) * 2 - 1
-    assert mean_pairwise_ssim(torch.cat([x, x])) == pytest.approx(1.0, abs=1e-4)
-    assert mean_pairwise_ssim(torch.cat([x, torch.rand(1, 1, 32, 32) * 2 - 1])) < 0.5
+    assert seed_diversity(torch.cat([x, x, x])) == pytest.approx(1.0, abs=1e-4)  # seeds ignored: 1
+    assert seed_diversity(torch.cat([x, torch.rand(2, 1, 32, 32) * 2 - 1])) < 0.2  # independent noise: about 0
 
 
 @pytest.mark.slow
@@ -174,8 +176,20 @@ def test_preparation_training_export_inference_and_evaluation_from_the_configs(t
     first = nib.load(tmp_path / "res" / "inference" / manifest["images"][0]["image"])
     np.testing.assert_allclose(first.affine, nib.load(manifest["maps"][0]).affine)
 
-    run_workflow(CTSTYLE, "evaluation", "evaluate.json", **common, seeds=[0, 1], max_maps=1, loss_size=None)
-    result = json.loads((tmp_path / "res" / "evaluation" / "evaluation.json").read_text())
-    assert set(result["passed"]) == {"gram_reduction", "dice", "pairwise_ssim"}
-    for name in ("examples.png", "gram_distances.png", "organ_hu.png", "resegmentation.png"):
-        assert plt.imread(tmp_path / "res" / "evaluation" / name).ndim == 3
+    from test_radiogan_workflows import fake_utility, orange_pixels, shared_metrics
+
+    small_k = {name: {"k": 2} for name in ("precision", "recall", "density", "coverage")}  # 4 generated CTs
+    run_workflow(CTSTYLE, "evaluation", "evaluate.json", **common, seeds=[0, 1], max_maps=2, loss_size=None,
+                 metric_options=small_k, num_bootstrap=50, utility_dir=str(fake_utility(tmp_path / "utility")))
+    out = tmp_path / "res" / "evaluation"
+    result = json.loads((out / "metrics.json").read_text())
+    assert not (out / "evaluation.json").exists()
+    assert list(result["metrics"]) == shared_metrics()  # the same keys as RadioGAN's metrics.json
+    assert all(set(r) == set(RESULT_KEYS) for r in result["metrics"].values())
+    # generated from the 2 held-out maps x 2 seeds; train: 40 training CTs + the style CT; held-out: CT-003's 20
+    assert result["metrics"]["memorisation_pixel"]["n"] == {"generated": 4, "train": 41, "heldout": 20}
+    assert set(result["passed"]) == {"gram_reduction", "dice", "seed_ms_ssim", "memorisation_with_precision"}
+    assert 0.0 < result["summary"]["seed_ms_ssim"] <= 1.0
+    for name in ("examples.png", "gram_distances.png", "organ_hu.png", "resegmentation.png", "closest_pixel.png"):
+        assert plt.imread(out / name).ndim == 3
+    assert orange_pixels(out / "summary.png") > 30  # the utility curve is drawn

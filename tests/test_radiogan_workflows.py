@@ -8,8 +8,10 @@ import numpy as np
 import pydicom
 import pytest
 import torch
-from bundle_cases import RADIOGAN, prepare_case, run_workflow, user_error
+from bundle_cases import RADIOGAN, REPO, prepare_case, run_workflow, user_error
 
+from bundles.evaluation.metrics import RESULT_KEYS
+from bundles.evaluation.utility import check_targets, summarise_runs, write_utility_result
 from bundles.export import export_model
 from bundles.models import read_model
 from bundles.phantoms.pet import write_pet_cohort
@@ -100,16 +102,44 @@ def test_bad_inputs_name_the_problem(one_study, tmp_path):
     assert "PatientWeight" in str(user_error(prepare, raw, tmp_path / "p3"))
 
 
+def shared_metrics() -> list[str]:
+    """The shared metrics both bundles' evaluate.json list: the same names, so metrics.json has the same keys."""
+    lists = [json.loads((REPO / f"{b}_bundle" / "configs" / "evaluate.json").read_text())["metrics"]
+             for b in ("radiogan", "ctstyle")]
+    assert lists[0] == lists[1]
+    return lists[0]
+
+
+def fake_utility(folder):
+    """A finished utility study with known numbers (the summary page must draw its curve)."""
+    runs = [{"size": size, "seed": s, "arm": arm, "value": v}
+            for size, base in ((2, 0.5), (4, 0.7)) for s in range(3)
+            for arm, v in (("real", base), ("real+synthetic", base + 0.1), ("synthetic", base - 0.1))]
+    summary = summarise_runs(runs, [2, 4], [0, 1, 2])
+    write_utility_result(folder, {"sizes": [2, 4], "seeds": [0, 1, 2], "summary": summary, "measure": "accuracy",
+                                  "size_unit": "studies per class", "passed": check_targets(summary)})
+    return folder
+
+
+def orange_pixels(png) -> int:
+    """Pixels of the real+synthetic line's colour (tab:orange) in a PNG."""
+    import matplotlib.colors
+
+    image = plt_read(png)[..., :3]
+    return int((np.abs(image - np.array(matplotlib.colors.to_rgb("tab:orange"))).max(axis=-1) < 0.03).sum())
+
+
 @pytest.mark.slow
 def test_training_export_inference_and_evaluation_from_the_configs(cohort, tmp_path):
-    prepare(cohort, tmp_path / "prepared")
+    size = [32, 40]  # MS-SSIM's three scales need sides of 28 px or more
+    prepare(cohort, tmp_path / "prepared", image_size=size)
     settings = {**RADIOGAN.train_settings(tmp_path / "prepared", tmp_path / "out"), "train#trainer#max_epochs": 1}
     workflow = run_workflow(RADIOGAN, "training", "train.json", **settings)
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 2  # 5 training MIPs, batches of 2, last partial batch dropped
     assert {"d_total", "g_total", "d_acc"} <= set(trainer.state.output[0]["loss"])
     checkpoint = tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt"
-    assert read_model(checkpoint).network["first_grid"] == [3, 5]  # from the prepared 24 x 40 images
+    assert read_model(checkpoint).network["first_grid"] == [4, 5]  # from the prepared 32 x 40 images
 
     bundle = tmp_path / "bundle"
     shutil.copytree(RADIOGAN.root, bundle, ignore=shutil.ignore_patterns("data", "outputs", "models"))
@@ -121,21 +151,27 @@ def test_training_export_inference_and_evaluation_from_the_configs(cohort, tmp_p
     assert [m["class_name"] for m in manifest] == ["lung", "lung", "lymphoma", "lymphoma"]
     img = nib.load(tmp_path / "results" / "inference" / manifest[0]["image"])
     suv = np.asarray(img.dataobj)
-    assert suv.shape == tuple(SIZE) and 0.0 <= suv.min() and suv.max() <= 30.0
+    assert suv.shape == tuple(size) and 0.0 <= suv.min() and suv.max() <= 30.0
     assert img.header["descrip"].tobytes().startswith(b"SYNTHETIC")
     np.testing.assert_allclose(np.abs(img.affine[[0, 2], [0, 1]]), [2.0, 2.0])
     generator = inference.parser.get_parsed_content("model").load()
     with torch.no_grad():
         again = generator(torch.randn(1, 100), torch.tensor([3]))
-    assert again.shape == (1, 1, *SIZE)
+    assert again.shape == (1, 1, *size)
 
+    small_k = {"density": {"k": 2}, "coverage": {"k": 2}}  # 5 held-out MIPs: k-NN balls need more than k
     run_workflow(RADIOGAN, "evaluation", "evaluate.json", **common, dataset_dir=str(tmp_path / "prepared"),
-                 num_per_class=3, classifier_epochs=1, walk_steps=4, class_pairs=[["lung", "lymphoma"]])
+                 num_per_class=3, classifier_epochs=1, walk_steps=4, class_pairs=[["lung", "lymphoma"]],
+                 metric_options=small_k, num_bootstrap=50, utility_dir=str(fake_utility(tmp_path / "utility")))
     out = tmp_path / "results" / "evaluation"
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["num_generated"] == 15
+    assert list(metrics["metrics"]) == shared_metrics()  # the same keys as ctstyle's metrics.json
+    assert all(set(r) == set(RESULT_KEYS) for r in metrics["metrics"].values())
+    assert metrics["metrics"]["ms_ssim_diversity"]["reference"]["value"] is not None  # real MIPs per class
+    assert metrics["counts"]["generated"] == 15
     assert set(metrics["conditional_accuracy"]["per_class"]) == {"normal", "head_neck", "oesophagus", "lung",
                                                                   "lymphoma"}
     assert len(metrics["walks"]["axis_lung"]["ssim"]) == 3
     for png in ("walk_axis.png", "walk_lung_to_lymphoma.png", "closest_pixel.png", "closest_features.png"):
         assert plt_read(out / png).ndim == 3
+    assert orange_pixels(out / "summary.png") > 30  # the utility curve of the study beside it is drawn

@@ -10,6 +10,7 @@ their data. Fidelity and memorisation are measured by the metric registry
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -24,10 +25,22 @@ class ImageClassifier(nn.Module):
 
     Four blocks of conv 3 x 3 + BN + ReLU + 2 x 2 max-pooling (channels ``width * (1, 2, 4, 4)``), global
     average pooling to ``F = 4 * width`` features, then a linear layer. Works for any image of >= 16 x 16.
+
+    Args:
+        smooth_px: when > 0, every input is first smoothed by a fixed Gaussian of this standard deviation
+            (pixels, edges replicated): the network then sees the layout of uptake and lesions but not fine
+            texture, in training and at test alike (0: no smoothing).
     """
 
-    def __init__(self, num_classes: int = 5, width: int = 16):
+    def __init__(self, num_classes: int = 5, width: int = 16, smooth_px: float = 0.0):
         super().__init__()
+        self.smooth_px = float(smooth_px)
+        if self.smooth_px > 0:
+            radius = max(1, math.ceil(2.5 * self.smooth_px))
+            t = torch.arange(-radius, radius + 1, dtype=torch.float32)
+            g = torch.exp(-(t**2) / (2 * self.smooth_px**2))
+            g = g / g.sum()
+            self.register_buffer("kernel", (g[:, None] * g[None, :])[None, None])
         layers: list[nn.Module] = []
         in_ch = 1
         for mult in (1, 2, 4, 4):
@@ -44,6 +57,9 @@ class ImageClassifier(nn.Module):
 
     def features(self, images: torch.Tensor) -> torch.Tensor:
         """images (B, 1, S0, S1) -> globally pooled features (B, F)."""
+        if self.smooth_px > 0:
+            r = self.kernel.shape[-1] // 2
+            images = nn.functional.conv2d(nn.functional.pad(images, (r, r, r, r), mode="replicate"), self.kernel)
         return self.body(images).mean(dim=(2, 3))
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
@@ -67,6 +83,7 @@ def train_classifier(
     *,
     num_classes: int = 5,
     width: int = 16,
+    smooth_px: float = 0.0,
     epochs: int = 30,
     steps: int | None = None,
     weights: torch.Tensor | None = None,
@@ -81,6 +98,7 @@ def train_classifier(
     Args:
         images: (N, 1, S0, S1) float in [-1, 1].
         labels: (N,) int64 class indices.
+        smooth_px: the network's fixed input smoothing (:class:`ImageClassifier`).
         epochs: passes over the data (Adam, cross-entropy, shuffled with ``seed``); used when ``steps`` is None.
         steps: train exactly this many minibatches of ``batch_size`` images instead, each drawn with replacement
             with probability proportional to ``weights``. Two trainings with the same ``steps`` do the same
@@ -104,7 +122,7 @@ def train_classifier(
     gen = torch.Generator().manual_seed(seed)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        model = ImageClassifier(num_classes=num_classes, width=width).to(images.device)
+        model = ImageClassifier(num_classes=num_classes, width=width, smooth_px=smooth_px).to(images.device)
     optimizer = torch.optim.Adam(model.parameters(), lr=lr)
     loss_fn = nn.CrossEntropyLoss()
     model.train()

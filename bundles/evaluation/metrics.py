@@ -392,14 +392,19 @@ def _check_names(names: Sequence[str], options: dict | None) -> list[str]:
     return unique
 
 
-def check_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None) -> list[str]:
-    """Check metric names and options before any work (a config's ``initialize``); returns the names without
-    repeats.
+def check_metrics(names: Sequence[str], options: dict[str, dict[str, Any]] | None = None,
+                  num_bootstrap: int | None = None) -> list[str]:
+    """Check metric names, options and the number of resamples before any work (a config's ``initialize``);
+    returns the names without repeats.
 
     Raises:
         BundleInputError: an unknown name (the message lists the known ones), options of a metric that is not
-        computed, or an option the metric does not take.
+        computed, an option the metric does not take, or ``num_bootstrap`` not an integer >= 1.
     """
+    if num_bootstrap is not None and (isinstance(num_bootstrap, bool) or not isinstance(num_bootstrap, int)
+                                      or num_bootstrap < 1):
+        raise BundleInputError(f"must be an integer >= 1, got {num_bootstrap!r}", field="num_bootstrap",
+                               hint="pass --num_bootstrap 1000")
     if options is not None and not isinstance(options, dict):
         raise BundleInputError(f"metric options must be a mapping, got {type(options).__name__}",
                                field="metric_options", hint='pass e.g. {"precision": {"k": 5}}')

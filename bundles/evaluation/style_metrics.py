@@ -1,20 +1,19 @@
-"""Measures of the ctstyle bundle: per-organ Gram distance, organ HU, threshold re-segmentation Dice, SSIM.
+"""Measures of the ctstyle bundle: per-organ Gram distance, organ HU, threshold re-segmentation Dice.
 
 Organs are the six segments of the label map (``bundles.transforms.labels.LABEL_VALUES``). A threshold
 re-segmentation of a CT can only tell apart what differs in HU: air outside the body (< ``air_below_hu``,
 connected to the image border), lungs (< ``air_below_hu``, enclosed), bone (> ``bone_above_hu``) and soft
 tissue (the rest). Body soft tissue, heart / vessels and spinal cord all lie at 30-50 HU, so the map is
-compared in these four groups (:data:`GROUPS`).
+compared in these four groups (:data:`GROUPS`). The diversity of seeds is measured with the metric registry's
+MS-SSIM (:func:`bundles.evaluation.metrics.pairwise_ms_ssim`).
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from itertools import combinations
 
 import numpy as np
 import torch
-from monai.metrics import SSIMMetric
 from scipy import ndimage
 
 from bundles.losses.style import segment_grams, style_distances
@@ -99,12 +98,3 @@ def dice_per_group(pred: np.ndarray, ref: np.ndarray) -> np.ndarray:
         if total:
             out[g] = 2.0 * np.logical_and(a, b).sum() / total
     return out
-
-
-def mean_pairwise_ssim(images: torch.Tensor, data_range: float = 2.0) -> float:
-    """Mean SSIM (Gaussian window 11, sigma 1.5) over all pairs of (N, 1, H, W) images; N >= 2."""
-    if images.shape[0] < 2:
-        raise ValueError("need at least two images")
-    metric = SSIMMetric(spatial_dims=2, data_range=data_range)
-    values = [float(metric(images[i : i + 1], images[j : j + 1]).mean()) for i, j in combinations(range(images.shape[0]), 2)]
-    return float(np.mean(values))

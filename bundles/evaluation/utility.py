@@ -29,6 +29,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import torch  # noqa: E402
 from scipy import stats  # noqa: E402
 
 from bundles.errors import BundleInputError  # noqa: E402
@@ -38,6 +39,8 @@ __all__ = [
     "ARMS",
     "RESULT_FILE",
     "TARGETS",
+    "arm_data",
+    "check_study_settings",
     "check_targets",
     "paired_interval",
     "plot_utility_curve",
@@ -47,6 +50,7 @@ __all__ = [
     "select_patients",
     "summarise_runs",
     "t_interval",
+    "train_with_config",
     "write_utility_result",
 ]
 
@@ -125,6 +129,85 @@ def select_patients(patients: Sequence[str], k: int, seed: int) -> list[str]:
                                "test patient", field="sizes", hint=f"choose sizes below {len(unique)}")
     order = np.random.default_rng([int(seed), 7]).permutation(len(unique))
     return sorted(unique[i] for i in order[:k])
+
+
+# ------------------------------------------------------------------------------------------ settings, GANs
+def check_study_settings(settings: Mapping[str, Any]) -> None:
+    """Check a utility study's settings before any work (its config's ``initialize``).
+
+    Rules by name: ``sizes...`` a list of distinct increasing integers >= 1; ``seeds`` a list of at least two
+    distinct integers >= 0 (an interval needs two; issue 15 asks for three or more); ``..._share`` a number in
+    [0, 1); ``..._px`` a number >= 0; ``...features`` six integers >= 1; every other setting an integer >= 1.
+
+    Raises:
+        BundleInputError: the first setting that breaks its rule.
+    """
+    for key, value in settings.items():
+        def bad(rule: str, hint: str, key: str = key, value: Any = value) -> BundleInputError:
+            return BundleInputError(f"must be {rule}, got {value!r}", field=key, hint=hint)
+
+        if key.startswith("sizes"):
+            ok = (isinstance(value, (list, tuple)) and value and all(_is_int(v, 1) for v in value)
+                  and all(a < b for a, b in zip(value, value[1:], strict=False)))
+            if not ok:
+                raise bad("a list of increasing integers >= 1", f'pass --{key} "[2, 4]"')
+        elif key == "seeds":
+            if not (isinstance(value, (list, tuple)) and len(set(value)) == len(value) >= 2
+                    and all(_is_int(v, 0) for v in value)):
+                raise bad("a list of at least two distinct integers >= 0", f'pass --{key} "[0, 1, 2]"')
+        elif key.endswith("_share"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value < 1:
+                raise bad("a number in [0, 1)", f"pass --{key} 0.5")
+        elif key.endswith("_px"):
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not value >= 0:
+                raise bad("a number >= 0 (pixels)", f"pass --{key} 3.0")
+        elif key.endswith("features"):
+            if not (isinstance(value, (list, tuple)) and len(value) == 6 and all(_is_int(v, 1) for v in value)):
+                raise bad("six integers >= 1 (BasicUNet's features)", f'pass --{key} "[8, 16, 32, 64, 64, 8]"')
+        elif not _is_int(value, 1):
+            raise bad("an integer >= 1", f"pass --{key} with a whole number of at least 1")
+
+
+def _is_int(value: Any, minimum: int) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def train_with_config(config_file: str | Path, output_dir: str | Path, overrides: Mapping[str, Any]) -> Path:
+    """Train a GAN with a bundle's own ``train.json`` (run id ``training``) in this process, as ``python -m
+    monai.bundle run training --config_file ... --output_dir ... --key value ...`` would; returns the path
+    of the run's ``checkpoints/checkpoint_latest.pt``.
+
+    Args:
+        config_file: the bundle's train.json.
+        output_dir: the training's output folder (its checkpoints, sample grids, ``run_info.json``).
+        overrides: config ids -> values, e.g. ``{"train#dataset#data": [...], "train#trainer#max_epochs": 3}``.
+    """
+    from monai.bundle import ConfigWorkflow
+
+    workflow = ConfigWorkflow(config_file=str(config_file), workflow_type=None, run_id="training",
+                              **{**overrides, "output_dir": str(output_dir)})
+    workflow.initialize()
+    workflow.run()
+    workflow.finalize()
+    return Path(output_dir) / "checkpoints" / "checkpoint_latest.pt"
+
+
+def arm_data(arm: str, real: tuple[torch.Tensor, torch.Tensor], synthetic: tuple[torch.Tensor, torch.Tensor],
+             synthetic_share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(inputs, targets, sampling weights or None) of one arm from (inputs, targets) of the real subset and of
+    the synthetic set. In ``real+synthetic`` the real items together get the weight ``1 - synthetic_share``
+    and the synthetic ones ``synthetic_share``, whatever their counts (a trainer drawing batches with these
+    weights sees about that share of synthetic items)."""
+    if arm == "real":
+        return real[0], real[1], None
+    if arm == "synthetic":
+        return synthetic[0], synthetic[1], None
+    if arm != "real+synthetic":
+        raise ValueError(f"unknown arm {arm!r}")
+    n_real, n_syn = real[0].shape[0], synthetic[0].shape[0]
+    weights = torch.cat([torch.full((n_real,), (1 - synthetic_share) / n_real, dtype=torch.float64),
+                         torch.full((n_syn,), synthetic_share / n_syn, dtype=torch.float64)])
+    return torch.cat([real[0], synthetic[0]]), torch.cat([real[1], synthetic[1]]), weights
 
 
 # ------------------------------------------------------------------------------------------ summary, targets

@@ -1,0 +1,222 @@
+"""Utility studies: their statistics on inputs with known answers, and a 1-2 iteration run of each command."""
+
+import json
+import math
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pytest
+import torch
+from bundle_cases import CTSTYLE, RADIOGAN, prepare_case, run_workflow, user_error
+
+from bundles.errors import BundleInputError
+from bundles.evaluation.classifier import _batches, train_classifier
+from bundles.evaluation.utility import (
+    ARMS,
+    arm_data,
+    check_study_settings,
+    check_targets,
+    paired_interval,
+    read_utility_result,
+    save_utility_figure,
+    select_patients,
+    select_per_class,
+    summarise_runs,
+    t_interval,
+    write_utility_result,
+)
+from bundles.workflows.ctstyle_utility import organ_dice, train_segmenter
+from bundles.workflows.radiogan_utility import gan_overrides, study_splits
+
+T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
+
+
+def runs_of(values: dict) -> list[dict]:
+    """{(size, arm): [per-seed values]} -> run records."""
+    return [{"size": size, "seed": s, "arm": arm, "value": v}
+            for (size, arm), vs in values.items() for s, v in enumerate(vs)]
+
+
+# ------------------------------------------------------------------------------------------------ statistics
+def test_t_interval_known_answer():
+    out = t_interval([1.0, 2.0, 3.0])
+    assert out["mean"] == 2.0 and out["sd"] == 1.0 and out["n"] == 3
+    half = T_975_2 / math.sqrt(3)
+    assert out["ci95"] == pytest.approx([2.0 - half, 2.0 + half])
+    assert t_interval([0.7])["ci95"] is None and t_interval([0.7])["mean"] == 0.7
+    assert t_interval([1.0, float("nan"), 3.0])["n"] == 2  # a failed seed is left out, not counted as 0
+
+
+def test_paired_gain_cancels_what_seeds_share():
+    real = [0.50, 0.70, 0.60]  # seeds differ a lot ...
+    more = [0.60, 0.80, 0.70]  # ... but every seed gains exactly 0.1
+    gain = paired_interval(real, more)
+    assert gain["mean"] == pytest.approx(0.1) and gain["ci95"] == pytest.approx([0.1, 0.1])
+    unpaired = t_interval(more)["ci95"][0] - t_interval(real)["ci95"][1]
+    assert unpaired < 0  # the unpaired intervals overlap: only pairing shows the gain
+    ratio = paired_interval([0.5, 0.8], [0.4, 0.8], how="ratio")
+    assert ratio["mean"] == pytest.approx(0.9) and ratio["values"] == pytest.approx([0.8, 1.0])
+
+
+def test_summary_and_targets_known_answer():
+    runs = runs_of({(2, "real"): [0.60, 0.62, 0.58], (2, "real+synthetic"): [0.70, 0.73, 0.69],
+                    (2, "synthetic"): [0.50, 0.50, 0.50],
+                    (8, "real"): [0.90, 0.91, 0.92], (8, "real+synthetic"): [0.90, 0.92, 0.91],
+                    (8, "synthetic"): [0.60, 0.60, 0.60]})
+    summary = summarise_runs(runs, [2, 8], [0, 1, 2])
+    assert summary["2"]["real"]["mean"] == pytest.approx(0.60)
+    assert summary["2"]["gain"]["mean"] == pytest.approx(0.1067, abs=1e-4)
+    assert summary["2"]["gain"]["ci95"][0] > 0
+    assert summary["2"]["tstr_ratio"]["mean"] == pytest.approx(np.mean([0.5 / 0.6, 0.5 / 0.62, 0.5 / 0.58]))
+    passed = check_targets(summary)
+    # size 2: real below 0.85 and gain 0.107 with a positive interval; size 8: real above 0.85
+    assert passed["gain"] and passed["gain_sizes"] == ["2"] and passed["sizes_with_real_below"] == ["2"]
+    assert not passed["tstr"]  # 0.6 / 0.91 < 0.8 at size 8
+    runs[5]["value"] = 0.30  # one seed of size 2 loses with synthetic data: the interval now reaches below 0
+    assert not check_targets(summarise_runs(runs, [2, 8], [0, 1, 2]))["gain"]
+
+
+def test_utility_result_round_trip_and_figure_shows_the_three_arms(tmp_path):
+    runs = runs_of({(1, "real"): [0.5, 0.6], (1, "real+synthetic"): [0.6, 0.7], (1, "synthetic"): [0.4, 0.5],
+                    (3, "real"): [0.7, 0.8], (3, "real+synthetic"): [0.8, 0.8], (3, "synthetic"): [0.6, 0.6]})
+    summary = summarise_runs(runs, [1, 3], [0, 1])
+    result = {"sizes": [1, 3], "seeds": [0, 1], "summary": summary, "passed": check_targets(summary),
+              "measure": "accuracy", "size_unit": "studies per class", "nan": float("nan")}
+    write_utility_result(tmp_path, result)
+    back = read_utility_result(tmp_path)
+    assert back["summary"]["1"]["gain"]["mean"] == pytest.approx(0.1) and back["nan"] is None
+    assert read_utility_result(tmp_path / "missing") is None
+    image = plt.imread(save_utility_figure(back, tmp_path / "utility.png"))[..., :3]
+    for colour in ("tab:blue", "tab:orange", "tab:green"):  # one line per arm is drawn
+        rgb = np.array(plt.matplotlib.colors.to_rgb(colour))
+        assert (np.abs(image - rgb).max(axis=-1) < 0.02).sum() > 30, colour
+
+
+def test_study_settings_are_checked_before_work():
+    check_study_settings({"sizes_per_class": [2, 4], "seeds": [0, 1, 2], "gan_iterations": 10,
+                          "synthetic_share": 0.5, "perturb_magnitude_px": 3.0, "seg_features": [8, 8, 8, 8, 8, 8]})
+    for bad in ({"sizes": [4, 2]}, {"seeds": [0]}, {"seeds": [1, 1]}, {"gan_iterations": 0},
+                {"synthetic_share": 1.0}, {"perturb_magnitude_px": -1.0}, {"seg_features": [8, 8]}):
+        with pytest.raises(BundleInputError) as caught:
+            check_study_settings(bad)
+        assert caught.value.field == next(iter(bad)) and caught.value.hint
+
+
+# ---------------------------------------------------------------------------------------- subsets and arms
+def test_subsets_per_class_are_balanced_nested_and_leave_a_test_set():
+    labels = [c for c in range(5) for _ in range(6)]  # six items per class
+    small, large = select_per_class(labels, 2, seed=3), select_per_class(labels, 4, seed=3)
+    assert [sum(labels[i] == c for i in small) for c in range(5)] == [2] * 5
+    assert set(small) <= set(large) and select_per_class(labels, 2, seed=3) == small
+    assert select_per_class(labels, 2, seed=4) != small
+    subsets, rest = study_splits(labels, [2, 4], seed=3)
+    assert subsets[4] == large and sorted(rest) == sorted(set(range(30)) - set(large)) and len(rest) == 10
+    with pytest.raises(BundleInputError, match="too few"):
+        select_per_class(labels, 6, seed=0)  # no image of the class would be left to test on
+
+
+def test_patient_subsets_are_nested():
+    patients = [f"P{i}" for i in range(10)]
+    one, three = select_patients(patients, 1, seed=0), select_patients(patients, 3, seed=0)
+    assert len(one) == 1 and len(three) == 3 and set(one) <= set(three)
+    with pytest.raises(BundleInputError):
+        select_patients(patients[:3], 3, seed=0)
+
+
+def test_arms_train_the_same_number_of_steps_whatever_their_data():
+    real = (torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
+    synthetic = (torch.ones(400, 1), torch.ones(400, dtype=torch.long))
+    gen = torch.Generator().manual_seed(0)
+    counts = {}
+    for arm in ARMS:
+        x, y, weights = arm_data(arm, real, synthetic, synthetic_share=0.25)
+        batches = list(_batches(x.shape[0], 16, epochs=99, steps=50, weights=weights, gen=gen))
+        counts[arm] = len(batches)
+        if arm == "real+synthetic":
+            assert float(weights[:4].sum()) == pytest.approx(0.75) and float(weights[4:].sum()) == pytest.approx(0.25)
+            share = np.mean([float(y[b].float().mean()) for b in batches])
+            assert share == pytest.approx(0.25, abs=0.05)  # a quarter of every batch is synthetic on average
+    assert set(counts.values()) == {50}
+
+
+def test_gan_budget_is_the_same_at_every_size():
+    items = [{"image": f"/x/{i}.nii.gz", "label": i % 5} for i in range(20)]
+    small, large = (gan_overrides(items[:n], iterations=1500, batch_size=10, seed=1) for n in (10, 20))
+    for o in (small, large):
+        assert o["train#trainer#epoch_length"] * o["train#trainer#max_epochs"] == 1500
+        assert o["sample_every_n_epochs"] == o["train#trainer#max_epochs"]
+    assert len(small["train#dataset#data"]) == 10 and small["train#dataloader#batch_size"] == 10
+
+
+def test_classifier_steps_mode_trains_and_epochs_mode_is_unchanged():
+    x = torch.rand(6, 1, 16, 16) * 2 - 1
+    y = torch.tensor([0, 1, 0, 1, 0, 1])
+    a = train_classifier(x, y, num_classes=2, width=2, epochs=2, batch_size=4, seed=0)
+    b = train_classifier(x, y, num_classes=2, width=2, epochs=2, batch_size=4, seed=0)
+    assert all(torch.equal(p, q) for p, q in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+    c = train_classifier(x, y, num_classes=2, width=2, steps=3, batch_size=4, seed=0)
+    assert not torch.equal(a.head.weight, c.head.weight)
+
+
+def test_organ_dice_known_answer_and_segmenter_steps():
+    ref = torch.zeros(1, 1, 8, 8, dtype=torch.long)
+    ref[..., :4, :] = 1  # body: 32 px
+    pred = ref.clone()
+    pred[..., :2, :] = 2  # half the body called lungs
+    dice = organ_dice(pred, ref)
+    assert dice["body"] == pytest.approx(2 * 16 / (16 + 32)) and dice["lungs"] == 0.0
+    assert dice["bone"] is None and "air" not in dice
+    net = train_segmenter(torch.rand(3, 1, 32, 32) * 2 - 1, torch.randint(0, 6, (3, 1, 32, 32)), steps=1,
+                          batch_size=2, features=(2, 2, 2, 2, 2, 2))
+    assert not net.training and net(torch.zeros(1, 1, 32, 32)).shape == (1, 6, 32, 32)
+
+
+# ------------------------------------------------------------------------------------------ the commands
+@pytest.mark.slow
+def test_radiogan_utility_command_at_toy_size(tmp_path):
+    raw = RADIOGAN.make_raw(tmp_path / "raw")
+    prepare_case(RADIOGAN, raw, tmp_path / "prepared", heldout_per_class=0)  # two studies per class to split
+    gan = {k: v for k, v in RADIOGAN.train.items() if k != "train#dataloader#batch_size"}
+    run_workflow(RADIOGAN, "utility", "utility.json", dataset_dir=str(tmp_path / "prepared"),
+                 output_dir=str(tmp_path / "out"), sizes_per_class=[1], seeds=[0, 1], gan_iterations=2,
+                 gan_batch_size=2, gan_settings=gan, synthetic_per_class=2, classifier_steps=2,
+                 classifier_batch_size=4, classifier_width=2)
+    out = tmp_path / "out" / "utility"
+    result = json.loads((out / "utility.json").read_text())
+    assert {(r["seed"], r["arm"]) for r in result["runs"]} == {(s, a) for s in (0, 1) for a in ARMS}
+    assert {r["steps"] for r in result["runs"]} == {2} and {r["test"] for r in result["runs"]} == {5}
+    assert [r["train_real"] for r in result["runs"][:3]] == [5, 5, 0]
+    assert set(result["summary"]["1"]) >= {"real", "real+synthetic", "synthetic", "gain", "tstr_ratio"}
+    for gan_run in result["gans"]:
+        state = torch.load(out / gan_run["checkpoint"], weights_only=True)
+        assert state["trainer"]["iteration"] == 2  # the fixed budget
+    assert plt.imread(out / "utility.png").ndim == 3 and (out / "run_info.json").is_file()
+    error = user_error(run_workflow, RADIOGAN, "utility", "utility.json", dataset_dir=str(tmp_path / "prepared"),
+                       output_dir=str(tmp_path / "out2"), sizes_per_class=[2])
+    assert error.field == "sizes_per_class"  # two studies per class leave none to test on
+
+
+@pytest.mark.slow
+def test_ctstyle_utility_command_at_toy_size(tmp_path):
+    from bundles.phantoms.ctseg import write_ctseg_cohort
+
+    raw = write_ctseg_cohort(tmp_path / "raw", subjects=4, slices_per_subject=2, size=64, seed=1)
+    prepare_case(CTSTYLE, raw, tmp_path / "prepared", image_size=64)
+    gan = {k: v for k, v in CTSTYLE.train.items() if k != "loss_size"} | {"loss_size": None}
+    run_workflow(CTSTYLE, "utility", "utility.json", dataset_dir=str(tmp_path / "prepared"),
+                 output_dir=str(tmp_path / "out"), image_size=32, sizes=[1], seeds=[0, 1], gan_iterations=2,
+                 gan_settings=gan, synthetic_per_map=2, perturb_magnitude_px=1.0, perturb_smoothness_px=4.0,
+                 seg_steps=2, seg_batch_size=2, seg_features=[2, 2, 2, 2, 2, 2])
+    out = tmp_path / "out" / "utility"
+    result = json.loads((out / "utility.json").read_text())
+    prepared = json.loads((out / "prepared" / "datalist.json").read_text())
+    assert prepared["image_size"] == 32 and prepared["style"]["patient_id"] == "CT-004"  # the same split, smaller
+    assert {(r["seed"], r["arm"]) for r in result["runs"]} == {(s, a) for s in (0, 1) for a in ARMS}
+    # one training patient (2 slices) + the style slice; 2 synthetic pairs per map; 1 training + 1 evaluation
+    # patient (4 slices) to test on
+    assert [(r["train_real"], r["train_synthetic"]) for r in result["runs"][:3]] == [(3, 0), (3, 6), (0, 6)]
+    assert {r["test"] for r in result["runs"]} == {4}
+    assert set(result["runs"][0]["per_organ"]) == {"body", "lungs", "heart_vessels", "bone", "spinal_cord"}
+    for gan_run in result["gans"]:
+        assert torch.load(out / gan_run["checkpoint"], weights_only=True)["trainer"]["iteration"] == 2
+    assert plt.imread(out / "utility.png").ndim == 3
