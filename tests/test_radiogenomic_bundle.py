@@ -180,29 +180,100 @@ class IdentityGenerator(torch.nn.Module):
         return genes
 
 
+class PasteGenerator(torch.nn.Module):
+    """Pastes a disk whose radius and HU are set by the genes (gene 0: radius in px, gene 1: HU / 100) and whose
+    position is set by the noise; its gene code is the raw profile."""
+
+    noise_dim = 2
+
+    def forward(self, background, genes, noise):
+        size = background.shape[-1]
+        yy, xx = torch.meshgrid(torch.arange(size), torch.arange(size), indexing="ij")
+        centre = size // 2 + torch.round(noise.clamp(-1, 1) * 2)
+        d2 = (yy[None] - centre[:, :1, None]) ** 2 + (xx[None] - centre[:, 1:, None]) ** 2
+        disk = d2 <= (genes[:, :1, None] + 4.0).clamp_min(1.0) ** 2
+        value = ((genes[:, 1:2, None] * 100.0 + 1000.0) / 750.0 - 1.0).clamp(-1, 1)
+        image = torch.where(disk[:, None], value[:, None].expand_as(background), background)
+        return image, disk[:, None].float() * 2 - 1
+
+    def encode_genes(self, genes):
+        return genes
+
+
+def _wrapped(generator) -> Model:
+    model = Model(Path("handmade.pt"), {}, {}, {})
+    model.load = lambda device="cpu", network=None: generator
+    return model
+
+
+FAST = {"num_backgrounds": 4, "num_noise": 2, "cv_shuffles": 5, "null_permutations": 5, "radiomics_per_cluster": 1,
+        "metrics": ["kid", "precision", "memorisation_pixel"], "num_bootstrap": 20}
+
+
 @pytest.mark.slow
 def test_evaluation_of_an_identity_generator_has_known_numbers(tiny, tmp_path):
     from bundles.workflows.radiogenomic_evaluation import evaluate
 
-    identity = Model(Path("identity.pt"), {}, {}, {})
-    identity.load = lambda device="cpu", network=None: IdentityGenerator()
-    metrics = evaluate(identity, tiny["dataset"], tmp_path / "evaluation",
-                       truth_csv=tiny["raw"] / "phenotypes.csv", num_backgrounds=4, classifier_epochs=2)
-    table = metrics["table1"]["proposed"]
+    metrics = evaluate(_wrapped(IdentityGenerator()), tiny["dataset"], tmp_path / "evaluation",
+                       truth_csv=tiny["raw"] / "phenotypes.csv", **FAST)
+    proposed = metrics["models"]["proposed"]
     for region in ("whole_slice", "background_region"):
-        assert table[region]["mse"] == 0 and table[region]["psnr"] == 100.0
-        assert table[region]["ssim"] == pytest.approx(1.0)
-        assert table[region]["num_images"] == 4 * 9
+        assert proposed["table1"][region]["mse"] == 0 and proposed["table1"][region]["psnr"] == 100.0
+        assert proposed["table1"][region]["ssim"] == pytest.approx(1.0)
+        assert proposed["table1"][region]["num_images"] == 4 * 9 * 2
+    # a perfect Table 1 and no nodule at all: the nodule fraction and the two-sample test say so
+    assert proposed["nodules"]["value"] == 0.0 and proposed["realism"]["nodule_patches"]["auc"] > 0.9
     codes = metrics["gene_codes"]
     assert codes["proposed code"] == codes["raw genes"]  # identical representation, identical scores
-    assert "baseline code" not in codes and metrics["models"] == ["proposed"]
-    assert metrics["controllability"]["chance"] == pytest.approx(1 / 3)
+    assert "baseline code" not in codes and list(metrics["models"]) == ["proposed"]
+    comparison = metrics["code_comparisons"]["proposed code - raw genes"]["all"]
+    assert comparison["difference"] == 0.0 and comparison["ci95"] == [0.0, 0.0]
+    assert codes["raw genes"]["knn"]["shuffles"] == 5 and 0 < codes["raw genes"]["null"]["knn"]["p_value"] <= 1
+    assert proposed["controllability"]["chance"] == pytest.approx(1 / 3)
+    assert proposed["controllability"]["all"]["accuracy"] == 0.0  # no nodule is never the requested phenotype
+    assert metrics["judge"]["lopo_accuracy"] >= 2 / 3  # radius and HU tell the tiny phenotypes apart
+    assert proposed["swaps"]["area_px"]["gene_swap"] == 0.0  # nothing drawn, nothing changes
     rows = metrics["radiogenomic_map"]
     assert sum(r["num_subjects"] for r in rows) == 9
     assert all(8 < r["diameter_mm"] < 28 for r in rows)  # radius 3-7 px of 1.875 mm
     assert all(np.isnan(r["generated_diameter_mm"]) for r in rows)  # the identity draws no nodule
-    for name in ("metrics.json", "radiogenomic_map.csv", "radiogenomic_map.png", "gene_code_tsne.png", "synthesis.png"):
+    assert set(metrics["metrics"]) == {"kid", "precision", "memorisation_pixel"}
+    assert metrics["targets"]["holds"]["background_ssim"] and not metrics["targets"]["holds"]["nodule_fraction"]
+    written = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
+    assert written["metrics"]["kid"]["value"] == pytest.approx(metrics["metrics"]["kid"]["value"])
+    for name in ("metrics.json", "radiogenomic_map.csv", "radiogenomic_map.png", "gene_code_tsne.png", "synthesis.png",
+                 "follows_genes.png"):
         assert (tmp_path / "evaluation" / name).stat().st_size > 100
+    summary = plt.imread(tmp_path / "evaluation" / "summary.png")
+    assert summary.ndim == 3 and summary.shape[0] > 600 and summary[..., :3].std() > 0.05
+
+
+@pytest.mark.slow
+def test_evaluation_of_a_generator_that_follows_its_genes(tmp_path):
+    """Disks whose radius and HU come from the genes: Spearman 1 against the tiny cohort's real nodules, gene swaps
+    change the nodule, noise swaps move it but keep its size, and every output holds a nodule."""
+    from bundles.workflows.radiogenomic_evaluation import evaluate
+
+    raw, dataset = write_tiny_prepared(tmp_path)
+    datalist = json.loads((dataset / "datalist.json").read_text())
+    phenotype = {f"R01-{c}{k:02d}": (radius, hu) for c, (radius, hu) in enumerate(PHENOTYPES.values()) for k in range(3)}
+    patients = list(dict.fromkeys(e["patient_id"] for e in datalist["training"] + datalist["validation"]))
+    rng = np.random.default_rng(1)
+    for pid in patients:  # genes that encode the patient's radius (minus 4 px) and HU / 100, plus noise
+        radius, hu = phenotype[pid]
+        np.save(dataset / "genes" / f"{pid}.npy",
+                np.r_[radius - 4.0 + 0.1 * rng.standard_normal(), hu / 100.0, 0.1 * rng.standard_normal(GENES - 2)]
+                .astype(np.float32))
+    metrics = evaluate(_wrapped(PasteGenerator()), dataset, tmp_path / "evaluation", truth_csv=raw / "phenotypes.csv",
+                       **FAST)
+    proposed = metrics["models"]["proposed"]
+    assert proposed["nodules"]["value"] == 1.0
+    follows = proposed["follows_genes"]
+    assert follows["diameter_mm"]["all"]["rho"] > 0.8 and follows["mean_hu"]["all"]["rho"] > 0.8
+    swaps = proposed["swaps"]
+    assert swaps["area_px"]["noise_swap"] == 0.0 and swaps["area_px"]["gene_swap"] > 50  # noise moves, not resizes
+    assert swaps["mean_hu"]["same_over_cross"] < 0.1  # same phenotype, same HU
+    assert metrics["gene_codes"]["proposed code"]["label_silhouette"] > 0.5  # genes 0-1 carry radius and HU
 
 
 @pytest.mark.slow
@@ -210,13 +281,27 @@ def test_evaluation_config_with_both_models(tiny, tmp_path):
     run_workflow(RADIOGENOMIC, "evaluation", "evaluate.json", dataset_dir=str(tiny["dataset"]),
                  output_dir=str(tmp_path), truth_csv=str(tiny["raw"] / "phenotypes.csv"),
                  proposed_ckpt=str(tiny["proposed"]), baseline_ckpt=str(tiny["baseline"]), num_backgrounds=2,
-                 classifier_epochs=2)
+                 num_noise=2, cv_shuffles=5, null_permutations=5, radiomics_per_cluster=0,
+                 metrics=["kid", "memorisation_features"], num_bootstrap=20)
     metrics = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
-    assert metrics["models"] == ["baseline", "proposed"]
+    assert sorted(metrics["models"]) == ["baseline", "proposed"]
     assert set(metrics["gene_codes"]) == {"raw genes", "baseline code", "proposed code"}
-    assert set(metrics["controllability"]) >= {"proposed", "baseline", "chance"}
-    assert 0 <= metrics["table1"]["baseline"]["whole_slice"]["ssim"] <= 1
-    assert (tmp_path / "evaluation" / "metrics.json").is_file()
+    assert set(metrics["code_comparisons"]) == {"proposed code - raw genes", "proposed code - baseline code"}
+    assert set(metrics["models"]["baseline"]["controllability"]) >= {"all", "training", "heldout", "chance"}
+    assert 0 <= metrics["models"]["baseline"]["table1"]["whole_slice"]["ssim"] <= 1
+    assert set(metrics["metrics"]) == {"kid", "memorisation_features"}
+
+
+@pytest.mark.slow
+def test_evaluation_without_truth_skips_the_phenotype_measures_with_a_note(tiny, tmp_path):
+    from bundles.workflows.radiogenomic_evaluation import evaluate
+
+    metrics = evaluate(_wrapped(IdentityGenerator()), tiny["dataset"], tmp_path / "evaluation", truth_csv=None,
+                       **{**FAST, "radiomics_per_cluster": 0})
+    assert any("truth_csv" in note for note in metrics["notes"])
+    assert "knn" not in metrics["gene_codes"]["raw genes"] and "judge" not in metrics
+    assert "controllability" not in metrics["models"]["proposed"] and metrics["code_comparisons"] == {}
+    assert "same_over_cross" not in metrics["models"]["proposed"]["swaps"]["mean_hu"]
 
 
 @pytest.fixture(scope="module")
@@ -241,7 +326,8 @@ def test_two_iterations_from_the_training_config(demo_prepared, tmp_path, model_
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 2
     losses = trainer.state.output[0]["loss"]
-    expected = {"d_i", "d_is", "d_isg", "d_total", "g_i", "g_is", "g_isg", "g_background_l1", "g_total"}
+    expected = {"d_i", "d_is", "d_isg", "d_total", "g_i", "g_is", "g_isg", "g_background_l1", "g_total",
+                "g_appearance", "g_consistency_size", "g_consistency_density", "g_consistency_spread"}
     assert set(losses) == expected | ({"g_kl"} if model_type == "baseline" else set())
     assert all(np.isfinite(v) for v in losses.values())
     assert tree_hash(demo_prepared) == before
@@ -249,6 +335,8 @@ def test_two_iterations_from_the_training_config(demo_prepared, tmp_path, model_
     assert set(checkpoint) == {"network", "generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
     record = read_model(tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt")
     assert record.network["model_type"] == model_type and record.network["image_size"] == 32
+    assert record.network["code_dim"] == 7 and record.network["code_gradient"] == 0.1  # the appearance objective
+    assert not any(k.startswith("gene_encoder") for k in checkpoint["discriminator"])  # D reads G's code
     assert len(record.inputs["gene_names"]) == record.network["num_genes"] == len(record.inputs["gene_mean"])
     info = json.loads((tmp_path / "out" / "run_info.json").read_text())
     assert info["datalist"]["sha256"] and info["seed"] == 0 and info["packages"]["monai"]
@@ -268,3 +356,26 @@ def test_pair_background_draws_reproducibly_from_paths_or_loaded_slices():
     assert [paths.index(again({})["background"]) for _ in range(30)] == drawn
     with pytest.raises(ValueError, match="at least one"):
         PairBackgroundd([])
+
+
+@pytest.mark.slow
+def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_three_arms(demo_prepared, tmp_path):
+    before = tree_hash(demo_prepared)
+    gan = {"network#base_channels": 4, "d_channels": 4, "network#hidden": 16, "train#dataloader#batch_size": 2}
+    run_workflow(RADIOGENOMIC, "utility", "utility.json", dataset_dir=str(demo_prepared), output_dir=str(tmp_path),
+                 sizes=[1], seeds=[0, 1], gan_iterations=2, gan_settings=gan, synthetic_per_patient=3, seg_steps=2,
+                 seg_batch_size=2)
+    assert tree_hash(demo_prepared) == before
+    result = json.loads((tmp_path / "utility" / "utility.json").read_text())
+    assert {(r["seed"], r["arm"]) for r in result["runs"]} == {(s, a) for s in (0, 1)
+                                                               for a in ("real", "real+synthetic", "synthetic")}
+    assert all(0.0 <= r["value"] <= 1.0 and r["steps"] == 2 for r in result["runs"])
+    real_runs = [r for r in result["runs"] if r["arm"] == "real"]
+    assert all(len(r["patients"]) == 1 and r["train_synthetic"] == 0 for r in real_runs)
+    assert {g["seed"] for g in result["gans"]} == {0, 1}
+    for g in result["gans"]:  # each GAN trained on its subset's items only
+        record = torch.load(tmp_path / "utility" / g["checkpoint"], weights_only=True)
+        assert record["trainer"]["iteration"] == 2
+    assert set(result["summary"]["1"]) >= {"real", "real+synthetic", "synthetic", "gain", "tstr_ratio"}
+    png = plt.imread(tmp_path / "utility" / "utility.png")
+    assert png.ndim == 3 and png[..., :3].std() > 0.05

@@ -5,8 +5,17 @@ import math
 import pytest
 import torch
 
-from bundles.losses.radiogenomic import RadiogenomicGANLoss, eroded_background, kl_divergence, mismatched
-from bundles.networks.radiogenomic import RadiogenomicDiscriminator
+from bundles.losses.radiogenomic import (
+    RadiogenomicGANLoss,
+    appearance_term,
+    consistency_term,
+    eroded_background,
+    kl_divergence,
+    mismatched,
+    mismatched_index,
+    soft_nodule_stats,
+)
+from bundles.networks.radiogenomic import RadiogenomicDiscriminator, RadiogenomicGenerator
 
 
 class ArithmeticDiscriminator:
@@ -45,6 +54,9 @@ def test_mismatched_is_another_subject():
 
 def test_discriminator_terms_by_hand():
     terms = RadiogenomicGANLoss().discriminator_terms(ArithmeticDiscriminator(), IMAGE, MASK, GENES, FAKE_IMAGE, FAKE_MASK)
+    with_patients = RadiogenomicGANLoss().discriminator_terms(ArithmeticDiscriminator(), IMAGE, MASK, GENES, FAKE_IMAGE,
+                                                              FAKE_MASK, patients=torch.tensor([3, 7]))
+    assert {k: v.item() for k, v in with_patients.items()} == {k: v.item() for k, v in terms.items()}  # 2 patients
     # L_DI: D_I(x) = (0.5, -0.5) -> ((-0.5)^2 + (-1.5)^2) / 2 = 1.25; D_I(G_x) = (0.25, 0) -> 0.0625 / 2
     assert terms["d_i"].item() == pytest.approx(1.25 + 0.03125)
     # L_DIS: D_IS(x, m) = (-0.5, 0.5) -> 1.25; m_bar = (-1, 1): D_IS(x, m_bar) = (1.5, -1.5) -> 2.25;
@@ -99,7 +111,7 @@ def test_kl_term_by_hand():
 
 def test_terms_with_the_real_discriminator_train_only_their_side():
     torch.manual_seed(0)
-    disc = RadiogenomicDiscriminator(num_genes=2, image_size=16, base_channels=4, hidden=8)
+    disc = RadiogenomicDiscriminator(num_genes=2, image_size=16, base_channels=4, code_dim=2, hidden=8)
     fake_image = _const([0.25, 0.0], 16).requires_grad_(True)
     d_terms = RadiogenomicGANLoss().discriminator_terms(
         disc, _const([0.5, -0.5], 16), _const([1.0, -1.0], 16), GENES, fake_image.detach(), _const([0.5, 0.5], 16)
@@ -109,3 +121,88 @@ def test_terms_with_the_real_discriminator_train_only_their_side():
     g_terms = RadiogenomicGANLoss().generator_terms(disc, _const([0.5, -0.5], 16), GENES, fake_image, _const([-0.5, 0.5], 16))
     g_terms["g_total"].backward()
     assert fake_image.grad is not None and fake_image.grad.abs().sum() > 0
+
+
+def test_mismatched_pairs_come_from_another_patient():
+    # patients 0, 0, 1, 2: sample 0 skips sample 1 (same patient) and takes sample 2; sample 3 wraps to sample 0
+    assert mismatched_index(torch.tensor([0, 0, 1, 2]), 4).tolist() == [2, 2, 3, 0]
+    # one patient only: no other patient exists, the batch is rolled by one (the old rule)
+    assert mismatched_index(torch.tensor([5, 5, 5]), 3).tolist() == [2, 0, 1]
+    assert mismatched_index(None, 3).tolist() == [2, 0, 1]
+    x = torch.tensor([[10.0], [11.0], [12.0], [13.0]])
+    assert mismatched(x, mismatched_index(torch.tensor([0, 0, 1, 2]), 4)).flatten().tolist() == [12.0, 12.0, 13.0, 10.0]
+    # the discriminator's mismatched genes follow the patients: samples 0 and 1 (patient 0) both get sample 2's
+    terms = RadiogenomicGANLoss(weight_i=0.0, weight_is=0.0).discriminator_terms(
+        ArithmeticDiscriminator(), _const([0.0] * 4), _const([0.0] * 4), torch.tensor([[0.0], [0.0], [1.0], [2.0]]),
+        _const([0.0] * 4), _const([0.0] * 4), patients=torch.tensor([0, 0, 1, 2]))
+    # D_ISG = mean(m) + mean(g) = g; real 0, 0, 1, 2 -> (1 + 1 + 0 + 1) / 4; wrong mask same 0.75 (m = 0 -> g^2:
+    # (0 + 0 + 1 + 4) / 4); wrong genes g_bar = 1, 1, 2, 0 -> (1 + 1 + 4 + 0) / 4; fake -> (0 + 0 + 1 + 4) / 4
+    assert terms["d_isg"].item() == pytest.approx(0.75 + 1.25 + 1.5 + 1.25)
+
+
+def test_soft_nodule_stats_by_hand():
+    image = -torch.ones(1, 1, 4, 4)
+    mask = -torch.ones(1, 1, 4, 4)
+    image[0, 0, :2, :2] = 0.5
+    mask[0, 0, :2, :2] = 1.0  # 4 nodule pixels of intensity 0.5
+    mask[0, 0, 3, 3] = 0.0  # one half-weight pixel of intensity -1
+    diameter, mean, spread = soft_nodule_stats(image, mask)
+    assert diameter.item() == pytest.approx(2 * math.sqrt(4.5 / math.pi), rel=1e-5)
+    mu = (4 * 0.5 - 0.5) / 4.5
+    assert mean.item() == pytest.approx(mu)
+    assert spread.item() == pytest.approx(math.sqrt((4 * (0.5 - mu) ** 2 + 0.5 * (-1 - mu) ** 2) / 4.5), rel=1e-5)
+
+
+def test_consistency_term_by_hand():
+    fake_image, fake_mask = -torch.ones(2, 1, 8, 8), -torch.ones(2, 1, 8, 8)
+    image, mask = -torch.ones(2, 1, 8, 8), -torch.ones(2, 1, 8, 8)
+    fake_mask[:, :, :2, :2], fake_image[:, :, :2, :2] = 1.0, 0.5  # generated: 4 px at 0.5
+    fake_image[:, :, 0, 0] = 0.9  # ... one of them at 0.9: mean 0.6, sd sqrt(3 * 0.01 + 0.09) / 2 = 0.1732
+    mask[:, :, :3, :3], image[:, :, :3, :3] = 1.0, 0.0  # real: 9 px at 0, spread 0
+    fake_image.requires_grad_(True)
+    size, density, spread = consistency_term(fake_image, fake_mask, image, mask)
+    assert size.item() == pytest.approx(abs(2 * math.sqrt(4 / math.pi) - 2 * math.sqrt(9 / math.pi)) / 8, rel=1e-5)
+    assert density.item() == pytest.approx(0.3)
+    assert spread.item() == pytest.approx((math.sqrt(0.12 / 4) - 1e-4) / 2, rel=1e-4)  # real: sqrt(0 + 1e-8)
+    density.backward()
+    assert fake_image.grad[0, 0, 0, 0] > 0 and fake_image.grad[0, 0, 5, 5] == 0  # only nodule pixels are pulled
+
+
+def test_appearance_term_by_hand():
+    code = torch.tensor([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    target = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert appearance_term(code, target).item() == pytest.approx((0 + 4 + 1 + 1) / 4)  # the first 2 coordinates
+    with pytest.raises(ValueError, match="fewer than the 3"):
+        appearance_term(code[:, :2], torch.zeros(2, 3))
+
+
+def test_generator_total_adds_the_weighted_appearance_and_consistency_terms():
+    loss = RadiogenomicGANLoss(weight_appearance=3.0, weight_consistency=5.0)
+    code, target = torch.tensor([[1.0, 2.0], [0.0, 0.0]]), torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    terms = loss.generator_terms(ArithmeticDiscriminator(), IMAGE, GENES, FAKE_IMAGE, FAKE_MASK, code=code,
+                                 appearance=target, image=IMAGE, mask=MASK)
+    assert terms["g_appearance"].item() == pytest.approx(1.5)
+    # generated masks 0.5 everywhere: w = 0.75 over 16 px -> area 12; real: 16 px then 0 px (area clamped to 1)
+    d12, d16, d0 = (2 * math.sqrt((a + 1e-6) / math.pi) for a in (12, 16, 0))
+    assert terms["g_consistency_size"].item() == pytest.approx((abs(d12 - d16) + abs(d12 - d0)) / 2 / 4, rel=1e-5)
+    assert terms["g_consistency_density"].item() == pytest.approx((abs(0.25 - 0.5) + abs(0.0 - 0.0)) / 2 / 2)
+    assert terms["g_consistency_spread"].item() == pytest.approx(0.0, abs=1e-4)  # constant images: no spread
+    adversarial = 8 * terms["g_i"] + terms["g_is"] + 10 * terms["g_isg"] + 100 * terms["g_background_l1"]
+    expected = adversarial + 3 * 1.5 + 5 * (terms["g_consistency_size"] + terms["g_consistency_density"]
+                                            + terms["g_consistency_spread"])
+    assert terms["g_total"].item() == pytest.approx(expected.item())
+    paper = RadiogenomicGANLoss().generator_terms(ArithmeticDiscriminator(), IMAGE, GENES, FAKE_IMAGE, FAKE_MASK,
+                                                  code=code, appearance=target, image=IMAGE, mask=MASK)
+    assert paper["g_total"].item() == pytest.approx(adversarial.item())  # weights 0: the paper's objective
+
+
+def test_code_gradient_scales_only_the_gradient():
+    torch.manual_seed(0)
+    net = RadiogenomicGenerator(5, image_size=16, base_channels=2, code_dim=3, hidden=4, code_gradient=0.25)
+    genes = torch.randn(2, 5)
+    torch.testing.assert_close(net.training_code(genes), net.encode_genes(genes))
+    net.training_code(genes).sum().backward()
+    scaled = net.gene_encoder.net[0].weight.grad.clone()
+    net.zero_grad()
+    net.encode_genes(genes).sum().backward()
+    torch.testing.assert_close(scaled, 0.25 * net.gene_encoder.net[0].weight.grad)

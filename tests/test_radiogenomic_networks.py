@@ -21,6 +21,9 @@ def _inputs(seed=0):
 @pytest.mark.parametrize("build, sizes", [
     (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16), [2, 4, 8, 16, 32, 32]),
     (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, image_fusion=False), [2, 4, 8, 16, 32]),
+    (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, fusion="features"), [2, 4, 8, 16, 32]),
+    (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, fusion="mask"), [2, 4, 8, 16, 32, 32]),
+    (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, code_gradient=0.1), [2, 4, 8, 16, 32, 32]),
     (lambda: MCGANGenerator(G, image_size=S, base_channels=4, hidden=16), [2, 4, 8, 16, 32]),
 ])
 def test_generator_shapes_ranges_and_script(build, sizes):
@@ -51,8 +54,8 @@ def test_genes_change_the_proposed_output_and_background_passes_through():
     assert (image_a - image_c).abs().max() > 1e-4  # and so does the background
 
 
-def test_image_fusion_passes_the_background_where_the_weight_is_zero():
-    net = RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16).eval()
+def test_weight_map_fusion_passes_the_background_where_the_weight_is_zero():
+    net = RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, fusion="weight_map").eval()
     conv = net.out[0]
     with torch.no_grad():  # weight channel: tanh(-100) = -1, so w = 0 at every pixel
         conv.weight[2].zero_()
@@ -65,6 +68,44 @@ def test_image_fusion_passes_the_background_where_the_weight_is_zero():
         conv.bias[2] = 100.0
     image, _ = net(background, genes, noise)
     assert (image - background).abs().max() > 0.1
+
+
+def test_mask_fusion_blends_with_the_generated_mask():
+    """The authors' code: out = m o + (1 - m) background with m = (mask + 1) / 2."""
+    net = RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, fusion="mask").eval()
+    conv = net.out[0]
+    with torch.no_grad():  # mask channel -1 everywhere: the background passes unchanged
+        conv.weight[1].zero_()
+        conv.bias[1] = -100.0
+    background, genes, noise = _inputs()
+    image, mask = net(background, genes, noise)
+    torch.testing.assert_close(image, background)
+    assert mask.max() == -1 and net.weight_maps(background, genes, noise)[-1].max() == 0
+    with torch.no_grad():  # mask +1: the object image alone
+        conv.bias[1] = 100.0
+    image, _ = net(background, genes, noise)
+    out = net.out(net.blocks[-1](*[x for x in _last_block_inputs(net, background, genes, noise)])[0])
+    torch.testing.assert_close(image, out[:, :1])
+
+
+def _last_block_inputs(net, background, genes, noise):
+    features = net.background_encoder(background)
+    style = torch.cat([net.encode_genes(genes), noise], dim=1)
+    h = net.base(style).view(-1, net.bottleneck_channels, net.code_size, net.code_size)
+    for i, block in enumerate(net.blocks[:-1]):
+        h, _ = block(h, features[len(features) - 1 - i], style)
+    return h, features[0], style
+
+
+def test_old_records_and_bad_fusions():
+    assert RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, image_fusion=True).fusion == "weight_map"
+    assert RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, image_fusion="false").fusion == "features"
+    with pytest.raises(ValueError, match="fusion"):
+        RadiogenomicGenerator(G, image_size=S, fusion="pixels")
+    with pytest.raises(ValueError, match="code_gradient"):
+        RadiogenomicGenerator(G, image_size=S, code_gradient=1.5)
+    baseline = build_generator("baseline", num_genes=G, image_size=S, base_channels=4, fusion="mask", code_gradient=0.1)
+    assert isinstance(baseline, MCGANGenerator)  # one record serves both: proposed-only settings are ignored
 
 
 def test_baseline_samples_code_only_in_training():
@@ -83,8 +124,20 @@ def test_baseline_samples_code_only_in_training():
     torch.testing.assert_close(net.encode_genes(genes), mu)
 
 
+def test_discriminator_reads_the_generators_code_or_encodes_genes_itself():
+    net = RadiogenomicDiscriminator(G, image_size=S, base_channels=4, code_dim=7).eval()
+    assert not net.own_gene_encoder and not any("gene_encoder" in k for k in net.state_dict())
+    background, _, _ = _inputs()
+    mask = torch.sign(background)
+    code = torch.randn(B, 7)
+    d_i, d_is, d_isg = net(background, mask, code)
+    assert d_isg.shape == (B, 1, 1, 1) and (net(background, mask, code.flip(0))[2] - d_isg).abs().max() > 0
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(background, mask, code)[2], d_isg)
+
+
 def test_discriminator_heads_and_script():
-    net = RadiogenomicDiscriminator(G, image_size=S, base_channels=4, hidden=16).eval()
+    net = RadiogenomicDiscriminator(G, image_size=S, base_channels=4, hidden=16, gene_encoder=True).eval()
     background, genes, _ = _inputs()
     mask = torch.sign(background)
     d_i, d_is, d_isg = net(background, mask, genes)

@@ -192,3 +192,37 @@ def plot_radiogenomic_map(rows: list[dict], path) -> Path:
     fig.tight_layout()
     save_figure(fig, path, dpi=90)
     return Path(path)
+
+
+def plot_follows_genes(models: dict[str, dict], path) -> Path:
+    """Generated vs real nodule per gene profile: one row per model, columns diameter (mm) and mean HU; each point
+    a profile (generated: mean over its outputs that contain a nodule; real: mean over the patient's slices),
+    titled with Spearman's rho and its interval.
+
+    Args:
+        models: ``{model name: {"follows_genes": {"diameter_mm" | "mean_hu": {"generated": [P], "real": [P],
+            "all": {"rho", "ci95"}}}}}`` (the evaluation's per-model report).
+    """
+    keys = [("diameter_mm", "diameter (mm)"), ("mean_hu", "mean HU")]
+    fig, axes = plt.subplots(len(models), 2, figsize=(7.6, 3.6 * len(models)), squeeze=False)
+    for r, (name, entry) in enumerate(models.items()):
+        for c, (key, label) in enumerate(keys):
+            ax = axes[r][c]
+            data = entry["follows_genes"][key]
+            real = np.asarray(data["real"], np.float64)
+            generated = np.asarray(data["generated"], np.float64)
+            ax.scatter(real, generated, s=22, c="tab:blue", edgecolors="k", linewidths=0.3)
+            finite = np.isfinite(real) & np.isfinite(generated)
+            if finite.any():
+                lo = float(min(real[finite].min(), generated[finite].min()))
+                hi = float(max(real[finite].max(), generated[finite].max()))
+                ax.plot([lo, hi], [lo, hi], "k--", linewidth=0.8)
+            stats = data["all"]
+            ci = stats.get("ci95") or [float("nan"), float("nan")]
+            ax.set_title(f"{name}: {label}\nSpearman {stats['rho']:.2f} [{ci[0]:.2f}, {ci[1]:.2f}]", fontsize=9)
+            ax.set_xlabel(f"real {label}", fontsize=8)
+            ax.set_ylabel(f"generated {label}", fontsize=8)
+    fig.suptitle("Does the generated nodule follow its gene profile? (one point per profile)", fontsize=10)
+    fig.tight_layout()
+    save_figure(fig, path, dpi=90)
+    return Path(path)

@@ -1,18 +1,32 @@
-"""Least-squares multi-head objectives of the radiogenomic fusion GAN (Xu et al., Sec. 2.3).
+"""Least-squares multi-head objectives of the radiogenomic fusion GAN (Xu et al., Sec. 2.3), and two terms beyond it.
 
-With real image x, matched mask m and genes g, mismatched m_bar / g_bar (another subject of the batch) and
-the generator's G_x, G_m::
+With real image x, matched mask m and gene code c = phi(g), mismatched m_bar / c_bar (those of another patient
+of the batch) and the generator's G_x, G_m::
 
     L_DI   = E[(D_I(x)-1)^2] + E[D_I(G_x)^2]
     L_DIS  = E[(D_IS(x,m)-1)^2] + E[D_IS(x,m_bar)^2] + E[D_IS(G_x,G_m)^2]
-    L_DISG = E[(D_ISG(x,m,g)-1)^2] + E[D_ISG(x,m_bar,g)^2] + E[D_ISG(x,m,g_bar)^2] + E[D_ISG(G_x,G_m,g)^2]
-    L_G    = E[(D_I(G_x)-1)^2] + E[(D_IS(G_x,G_m)-1)^2] + E[(D_ISG(G_x,G_m,g)-1)^2] + lambda E|G_x - b| M_bg
+    L_DISG = E[(D_ISG(x,m,c)-1)^2] + E[D_ISG(x,m_bar,c)^2] + E[D_ISG(x,m,c_bar)^2] + E[D_ISG(G_x,G_m,c)^2]
+    L_G    = E[(D_I(G_x)-1)^2] + E[(D_IS(G_x,G_m)-1)^2] + E[(D_ISG(G_x,G_m,c)-1)^2] + lambda E|G_x - b| M_bg
 
 where b is the background the generator was given and M_bg the eroded background region (G_m < 0) of the
 generated mask. The discriminator's and generator's totals weight the heads (defaults: I 8, IS 1, ISG 10).
+The gene code is whatever the discriminator reads: the generator's phi(g) (the paper; detached in the
+discriminator step by the trainer) or the raw genes (a discriminator with its own gene encoder).
+
+Beyond the paper (weights 0 give the paper's objective exactly):
+
+- ``appearance`` (:func:`appearance_term`): ``E || c[:, :D] - a ||^2``, the first D coordinates of the gene code
+  regressed onto the standardised descriptors ``a`` measured on the patient's real nodule (its training
+  slices' mean, :mod:`bundles.evaluation.nodules`): the code then places patients by how their nodules look;
+- ``consistency`` (:func:`consistency_term`): the generated nodule's soft diameter, mean intensity and
+  intensity spread match those of the real slice paired with it, ``E |d(G_m) - d(m)| / S + E |mu(G_x, G_m) -
+  mu(x, m)| / 2 + E |sigma(G_x, G_m) - sigma(x, m)| / 2`` (fractions of the image side and of the intensity
+  range), so the generator draws a nodule, of the size, density and texture spread of the patient's.
 """
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -23,9 +37,34 @@ def least_squares(prediction: torch.Tensor, target: float) -> torch.Tensor:
     return ((prediction - target) ** 2).mean()
 
 
-def mismatched(x: torch.Tensor) -> torch.Tensor:
-    """The batch rolled by one along dim 0: sample i gets sample i-1's mask / genes (another subject)."""
-    return torch.roll(x, shifts=1, dims=0)
+def mismatched_index(patients: torch.Tensor | None, batch_size: int) -> torch.Tensor:
+    """For each sample i the index of a sample of ANOTHER patient: the first j in i+1, i+2, ... (cyclic) whose
+    patient differs; the neighbour i-1 when every sample is the same patient (or ``patients`` is None).
+
+    Args:
+        patients: (B,) integer patient index of each sample, or None.
+
+    Returns:
+        (B,) int64.
+    """
+    roll = (torch.arange(batch_size) - 1) % batch_size
+    if patients is None:
+        return roll
+    patients = patients.reshape(-1).cpu()
+    offsets = torch.arange(1, batch_size)
+    candidates = (torch.arange(batch_size)[:, None] + offsets[None, :]) % batch_size  # (B, B-1), nearest first
+    differs = patients[candidates] != patients[:, None]
+    first = differs.to(torch.int64).argmax(dim=1)  # the first True (0 when none)
+    chosen = candidates.gather(1, first[:, None])[:, 0]
+    return torch.where(differs.any(dim=1), chosen, roll)
+
+
+def mismatched(x: torch.Tensor, index: torch.Tensor | None = None) -> torch.Tensor:
+    """``x`` of another subject for every sample: ``x[index]`` (:func:`mismatched_index`), or the batch rolled by
+    one along dim 0 when ``index`` is None."""
+    if index is None:
+        return torch.roll(x, shifts=1, dims=0)
+    return x[index.to(x.device)]
 
 
 def eroded_background(fake_mask: torch.Tensor, erosion: int) -> torch.Tensor:
@@ -45,18 +84,70 @@ def kl_divergence(mu: torch.Tensor, log_var: torch.Tensor) -> torch.Tensor:
     return (-0.5 * (1.0 + log_var - mu**2 - log_var.exp()).sum(dim=1)).mean()
 
 
+def soft_nodule_stats(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Diameter (pixels), mean intensity and intensity spread of the nodule of (B, 1, H, W) images and masks in
+    [-1, 1].
+
+    The mask's weight ``w = (mask + 1) / 2`` (soft for generated masks, {0, 1} for real ones) gives the area
+    ``A = sum w``, the diameter of the circle of that area ``2 sqrt(A / pi)``, the weighted mean intensity
+    ``mu = sum(w x) / max(A, 1)`` and the weighted standard deviation ``sqrt(sum(w (x - mu)^2) / max(A, 1))``.
+    Differentiable in both inputs.
+
+    Returns:
+        diameters (B,), mean intensities (B,), spreads (B,) (intensities on the images' [-1, 1] scale).
+    """
+    weight = (mask + 1.0) / 2.0
+    area = weight.sum(dim=(1, 2, 3))
+    diameter = 2.0 * torch.sqrt((area + 1e-6) / math.pi)
+    mean = (weight * image).sum(dim=(1, 2, 3)) / area.clamp_min(1.0)
+    variance = (weight * (image - mean[:, None, None, None]) ** 2).sum(dim=(1, 2, 3)) / area.clamp_min(1.0)
+    return diameter, mean, torch.sqrt(variance + 1e-8)
+
+
+def consistency_term(fake_image: torch.Tensor, fake_mask: torch.Tensor, image: torch.Tensor,
+                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Size, density and texture spread of the generated nodule against the real slice paired with it.
+
+    Args:
+        fake_image, fake_mask: (B, 1, S, S) generator outputs in [-1, 1].
+        image, mask: (B, 1, S, S) the real nodule slices of the same patients (mask in {-1, 1}).
+
+    Returns:
+        ``(size, density, spread)``: ``mean |d_fake - d_real| / S``, ``mean |mu_fake - mu_real| / 2`` and
+        ``mean |sigma_fake - sigma_real| / 2`` (:func:`soft_nodule_stats`; fractions of the image side and of the
+        [-1, 1] intensity range). The spread keeps the mean density from being met by a speckle of bright and
+        dark pixels.
+    """
+    d_fake, mu_fake, sigma_fake = soft_nodule_stats(fake_image, fake_mask)
+    with torch.no_grad():
+        d_real, mu_real, sigma_real = soft_nodule_stats(image, mask)
+    size = (d_fake - d_real).abs().mean() / fake_image.shape[-1]
+    density = (mu_fake - mu_real).abs().mean() / 2.0
+    spread = (sigma_fake - sigma_real).abs().mean() / 2.0
+    return size, density, spread
+
+
+def appearance_term(code: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """``mean over batch and descriptors of (code[:, :D] - target)^2``: code (B, code_dim >= D), target (B, D)."""
+    d = target.shape[1]
+    if code.shape[1] < d:
+        raise ValueError(f"the gene code has {code.shape[1]} coordinates, fewer than the {d} appearance targets")
+    return ((code[:, :d] - target) ** 2).mean()
+
+
 class RadiogenomicGANLoss:
     """Owns the bookkeeping of the three discriminator heads, the mismatched pairs and the weights.
 
-    Works with any discriminator that has ``image_logits(x)``, ``pair_features(x, m)``,
-    ``pair_logits(features)`` and ``gene_logits(features, g)`` (see
-    :class:`bundles.networks.radiogenomic.RadiogenomicDiscriminator`).
+    Works with any discriminator that is called as ``discriminator(image, mask, condition)`` and returns the
+    D_I, D_IS and D_ISG logits (see :class:`bundles.networks.radiogenomic.RadiogenomicDiscriminator`).
 
     Args:
         weight_i, weight_is, weight_isg: weights of the D_I, D_IS and D_ISG terms (paper code: 8, 1, 10).
         lambda_background: weight of the background L1 term (100).
         erosion: side in pixels of the square that erodes the generated background (5, as MC-GAN).
         weight_kl: weight of the conditioning-augmentation KL term (baseline generator only).
+        weight_appearance: weight of :func:`appearance_term` (0 = the paper).
+        weight_consistency: weight of the sum of the three parts of :func:`consistency_term` (0 = the paper).
     """
 
     def __init__(
@@ -67,6 +158,8 @@ class RadiogenomicGANLoss:
         lambda_background: float = 100.0,
         erosion: int = 5,
         weight_kl: float = 1.0,
+        weight_appearance: float = 0.0,
+        weight_consistency: float = 0.0,
     ):
         self.weight_i = float(weight_i)
         self.weight_is = float(weight_is)
@@ -74,26 +167,32 @@ class RadiogenomicGANLoss:
         self.lambda_background = float(lambda_background)
         self.erosion = int(erosion)
         self.weight_kl = float(weight_kl)
+        self.weight_appearance = float(weight_appearance)
+        self.weight_consistency = float(weight_consistency)
 
     def discriminator_terms(
         self,
         discriminator: torch.nn.Module,
         image: torch.Tensor,
         mask: torch.Tensor,
-        genes: torch.Tensor,
+        condition: torch.Tensor,
         fake_image: torch.Tensor,
         fake_mask: torch.Tensor,
+        patients: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Images / masks (B, 1, H, W) in [-1, 1], genes (B, G); fakes should be detached.
+        """Images / masks (B, 1, H, W) in [-1, 1], gene codes or genes (B, K); fakes and codes should be detached.
 
-        Returns ``d_i``, ``d_is``, ``d_isg`` (L_DI, L_DIS, L_DISG) and their weighted sum ``d_total``.
+        ``patients`` (B,) picks the mismatched masks and codes from other patients (:func:`mismatched_index`);
+        without it the batch is rolled by one. Returns ``d_i``, ``d_is``, ``d_isg`` (L_DI, L_DIS, L_DISG) and
+        their weighted sum ``d_total``.
         """
-        wrong_mask, wrong_genes = mismatched(mask), mismatched(genes)
+        index = mismatched_index(patients, image.shape[0]) if patients is not None else None
+        wrong_mask, wrong_condition = mismatched(mask, index), mismatched(condition, index)
         # every head through the discriminator's forward, so a DistributedDataParallel wrapper syncs its gradients
-        i_real, is_real, isg_real = discriminator(image, mask, genes)
-        _, is_wrong_mask, isg_wrong_mask = discriminator(image, wrong_mask, genes)
-        _, _, isg_wrong_genes = discriminator(image, mask, wrong_genes)
-        i_fake, is_fake, isg_fake = discriminator(fake_image, fake_mask, genes)
+        i_real, is_real, isg_real = discriminator(image, mask, condition)
+        _, is_wrong_mask, isg_wrong_mask = discriminator(image, wrong_mask, condition)
+        _, _, isg_wrong_genes = discriminator(image, mask, wrong_condition)
+        i_fake, is_fake, isg_fake = discriminator(fake_image, fake_mask, condition)
         d_i = least_squares(i_real, 1.0) + least_squares(i_fake, 0.0)
         d_is = least_squares(is_real, 1.0) + least_squares(is_wrong_mask, 0.0) + least_squares(is_fake, 0.0)
         d_isg = (
@@ -109,17 +208,24 @@ class RadiogenomicGANLoss:
         self,
         discriminator: torch.nn.Module,
         background: torch.Tensor,
-        genes: torch.Tensor,
+        condition: torch.Tensor,
         fake_image: torch.Tensor,
         fake_mask: torch.Tensor,
         kl: torch.Tensor | None = None,
+        *,
+        code: torch.Tensor | None = None,
+        appearance: torch.Tensor | None = None,
+        image: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
-        """Generator terms for fakes made from ``background`` (B, 1, H, W) and ``genes`` (B, G).
+        """Generator terms for fakes made from ``background`` (B, 1, H, W) and the gene code / genes ``condition``.
 
         Returns ``g_i``, ``g_is``, ``g_isg``, ``g_background_l1`` (mean over pixels of |G_x - b| * M_bg),
-        ``g_kl`` when ``kl`` is given, and ``g_total`` (weighted sum).
+        ``g_kl`` when ``kl`` is given, ``g_appearance`` when ``code`` (B, code_dim) and ``appearance`` (B, D) are
+        given, ``g_consistency_size``, ``g_consistency_density`` and ``g_consistency_spread`` when the real
+        ``image`` and ``mask`` paired with each fake are given, and ``g_total`` (weighted sum).
         """
-        i_fake, is_fake, isg_fake = discriminator(fake_image, fake_mask, genes)
+        i_fake, is_fake, isg_fake = discriminator(fake_image, fake_mask, condition)
         g_i = least_squares(i_fake, 1.0)
         g_is = least_squares(is_fake, 1.0)
         g_isg = least_squares(isg_fake, 1.0)
@@ -130,5 +236,13 @@ class RadiogenomicGANLoss:
         if kl is not None:
             terms["g_kl"] = kl
             total = total + self.weight_kl * kl
+        if code is not None and appearance is not None:
+            terms["g_appearance"] = appearance_term(code, appearance)
+            total = total + self.weight_appearance * terms["g_appearance"]
+        if image is not None and mask is not None:
+            size, density, spread = consistency_term(fake_image, fake_mask, image, mask)
+            terms["g_consistency_size"], terms["g_consistency_density"] = size, density
+            terms["g_consistency_spread"] = spread
+            total = total + self.weight_consistency * (size + density + spread)
         terms["g_total"] = total
         return terms

@@ -9,6 +9,12 @@ Both generators share one signature, ``forward(background, genes, noise) -> (ima
 
 ``S`` must be a multiple of 16: the background encoder keeps five resolutions (S, S/2, ..., S/16) and the
 gene "style" map starts at S/16 (8 x 8 for the paper's 128 x 128 slices).
+
+The proposed generator comes in fusion variants (``fusion``): ``"features"`` is the paper's text (fusion blocks on
+features only; the last convolution gives image and mask), ``"mask"`` is the authors' public code (MONAI PR #531:
+the synthesised image is blended into the background image at pixel level with the generated mask as the weight),
+``"psf"`` (default) is the authors' blend seen through the scanner's point-spread function, and ``"weight_map"``
+(this bundle's earlier default) blends at pixel level with a weight map of its own.
 """
 
 from __future__ import annotations
@@ -20,6 +26,17 @@ from bundles.config import as_flag
 from bundles.networks.layers import AdaIN, conv_bn, init_orthogonal, up_glu
 
 NUM_LEVELS = 5
+FUSIONS = ("psf", "mask", "weight_map", "features")
+PSF_SIGMA = 1.0  # pixels: the demo CT's blur (0.7 voxels of 1.33 mm) on 0.94 mm pixels, rounded
+OBJECT_SIGMA = 1.5  # pixels: the object image's own smoothing (a nodule's density varies slowly; its edge is the mask's)
+
+
+def gaussian_kernel(sigma: float, radius: int) -> torch.Tensor:
+    """(1, 1, 2r + 1, 2r + 1) normalised Gaussian."""
+    x = torch.arange(-radius, radius + 1, dtype=torch.float32)
+    g = torch.exp(-(x**2) / (2.0 * sigma**2))
+    g = g / g.sum()
+    return (g[:, None] * g[None, :])[None, None]
 
 
 def level_channels(base_channels: int, num_levels: int = NUM_LEVELS) -> list[int]:
@@ -132,14 +149,29 @@ class RadiogenomicGenerator(nn.Module):
         num_genes: G, length of the gene profile.
         image_size: S (multiple of 16; paper 128).
         base_channels: channels at full resolution (doubling per level, at most 8x).
-        code_dim: length of the gene code phi(g) (paper 128).
+        code_dim: length of the gene code phi(g) (paper 128; with the appearance objective, the number of measured
+            nodule descriptors, each code coordinate anchored to one of them).
         noise_dim: length of the noise vector (paper 10).
         hidden: width of the gene mapping network's hidden layer (paper 512).
-        image_fusion: beyond the paper, fuse once more at the pixel level: the last convolution gives an
-            object image ``o``, the mask and a weight map ``w`` (``(tanh + 1) / 2``), and the output image is
-            ``w * o + (1 - w) * background``. The background outside the nodule then reaches the output
-            unchanged once ``w`` is 0 there, instead of being re-synthesised from features. ``False`` gives
-            the paper's generator (the last convolution gives image and mask).
+        fusion: how the synthesised image meets the background image after the last fusion block:
+            ``"features"``: not at all, the paper's text (the last convolution gives image and mask, every
+            background pixel is re-synthesised from features); ``"mask"``: the authors' code, ``m * o + (1 - m) *
+            background`` with ``o`` the synthesised object image and ``m = (mask + 1) / 2`` the generated mask;
+            ``"psf"``: the same blend through the scanner's point-spread function P (a Gaussian of ``PSF_SIGMA``
+            pixels): ``background + P(m) * (Q(o) - P(background))``, i.e. inside the nodule the smoothed object
+            plus the background's own fine texture (its scanner noise), outside it the background unchanged;
+            a nodule is a change of density that the scanner blurs and overlays with the same noise as the lung
+            around it, so the generator neither draws pixel speckle nor has to invent noise. The object image is
+            smoothed a little more (Q: ``OBJECT_SIGMA`` pixels): the nodule's edge comes from the mask, its
+            interior density varies slowly;
+            ``"weight_map"``: ``w * o + (1 - w) * background`` with a weight map ``w = (tanh + 1) / 2`` of its own
+            (a third output channel), the paper's fusion block applied once more at the pixel level.
+        code_gradient: share of the synthesis path's gradient that reaches the gene mapping network (1 = the
+            paper). The forward value is always ``phi(g)``; below 1, ``code_gradient * phi + (1 - code_gradient) *
+            phi.detach()`` enters the style, so that other objectives on ``phi`` (the appearance term) are not
+            swamped by the generator's use of the code as a per-patient lookup. No effect at inference.
+        image_fusion: the older boolean form of ``fusion`` (``True`` = "weight_map", ``False`` = "features"),
+            read from the records of models written before ``fusion`` existed.
     """
 
     def __init__(
@@ -150,13 +182,23 @@ class RadiogenomicGenerator(nn.Module):
         code_dim: int = 128,
         noise_dim: int = 10,
         hidden: int = 512,
-        image_fusion: bool = True,
+        fusion: str = "psf",
+        code_gradient: float = 1.0,
+        image_fusion: bool | None = None,
     ):
         super().__init__()
+        if image_fusion is not None:
+            fusion = "weight_map" if as_flag(image_fusion, "image_fusion") else "features"
+        if fusion not in FUSIONS:
+            raise ValueError(f"fusion must be one of {list(FUSIONS)}, got {fusion!r}")
+        if not 0.0 <= float(code_gradient) <= 1.0:
+            raise ValueError(f"code_gradient must lie in [0, 1], got {code_gradient!r}")
         self.num_genes = num_genes
         self.image_size = image_size
         self.noise_dim = noise_dim
-        self.image_fusion = as_flag(image_fusion, "image_fusion")
+        self.code_dim = code_dim
+        self.fusion = fusion
+        self.code_gradient = float(code_gradient)
         self.code_size = _check_size(image_size)
         channels = level_channels(base_channels)
         self.bottleneck_channels = channels[-1]
@@ -167,31 +209,57 @@ class RadiogenomicGenerator(nn.Module):
         self.blocks = nn.ModuleList(
             [FusionBlock(channels[i], style_dim, channels[i - 1] if i > 0 else 0) for i in range(NUM_LEVELS - 1, -1, -1)]
         )
-        self.out = nn.Sequential(nn.Conv2d(channels[0], 3 if self.image_fusion else 2, 3, padding=1), nn.Tanh())
+        self.out = nn.Sequential(nn.Conv2d(channels[0], 3 if fusion == "weight_map" else 2, 3, padding=1), nn.Tanh())
         init_orthogonal(self)
+        self.register_buffer("psf", gaussian_kernel(PSF_SIGMA, 2), persistent=False)
+        self.register_buffer("object_psf", gaussian_kernel(OBJECT_SIGMA, 3), persistent=False)
 
     @torch.jit.export
     def encode_genes(self, genes: torch.Tensor) -> torch.Tensor:
         """(B, G) -> gene code phi(g), (B, code_dim)."""
         return self.gene_encoder(genes)
 
+    @torch.jit.export
+    def training_code(self, genes: torch.Tensor) -> torch.Tensor:
+        """phi(g) with the synthesis path's share of the gradient (``code_gradient``): the value of
+        :meth:`encode_genes`, a gradient scaled by ``code_gradient``."""
+        code = self.gene_encoder(genes)
+        if self.code_gradient < 1.0:
+            code = self.code_gradient * code + (1.0 - self.code_gradient) * code.detach()
+        return code
+
     def _synthesise(
         self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
         features = self.background_encoder(background)
-        style = torch.cat([self.gene_encoder(genes), noise], dim=1)
+        style = torch.cat([self.training_code(genes), noise], dim=1)
         h = self.base(style).view(-1, self.bottleneck_channels, self.code_size, self.code_size)
         weights: list[torch.Tensor] = []
         for i, block in enumerate(self.blocks):
             h, w = block(h, features[len(features) - 1 - i], style)
             weights.append(w.mean(dim=1, keepdim=True))
         out = self.out(h)
-        if not self.image_fusion:
+        if self.fusion == "features":
             return out, weights
-        weight = (out[:, 2:] + 1.0) / 2.0
+        mask = out[:, 1:2]
+        if self.fusion == "psf":
+            weight = self._blur((mask + 1.0) / 2.0)
+            weights.append(weight)
+            image = background + weight * (self._blur(out[:, :1], self.object_psf) - self._blur(background))
+            return torch.cat([image.clamp(-1.0, 1.0), mask], dim=1), weights
+        if self.fusion == "mask":
+            weight = (mask + 1.0) / 2.0
+        else:
+            weight = (out[:, 2:3] + 1.0) / 2.0
         weights.append(weight)
         image = weight * out[:, :1] + (1.0 - weight) * background
-        return torch.cat([image, out[:, 1:2]], dim=1), weights
+        return torch.cat([image, mask], dim=1), weights
+
+    def _blur(self, x: torch.Tensor, kernel: torch.Tensor | None = None) -> torch.Tensor:
+        """(B, 1, S, S) through the point-spread function (or ``kernel``), reflecting at the borders."""
+        k = self.psf if kernel is None else kernel
+        radius = k.shape[-1] // 2
+        return nn.functional.conv2d(nn.functional.pad(x, [radius, radius, radius, radius], mode="reflect"), k)
 
     def forward(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(B, 1, S, S), (B, G), (B, noise_dim) -> image (B, 1, S, S), mask (B, 1, S, S), both in [-1, 1]."""
@@ -201,7 +269,7 @@ class RadiogenomicGenerator(nn.Module):
     @torch.jit.export
     def weight_maps(self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor) -> list[torch.Tensor]:
         """Object weight map of every fusion block (channel mean of w, in [0, 1]), coarsest first: (B, 1, r, r);
-        with ``image_fusion`` the pixel-level map comes last (B, 1, S, S)."""
+        with pixel-level fusion the pixel-level weight (``w`` or the mask's) comes last (B, 1, S, S)."""
         _, weights = self._synthesise(background, genes, noise)
         return weights
 
@@ -252,6 +320,11 @@ class MCGANGenerator(nn.Module):
         """(B, G) -> the baseline's gene code (the conditioning mean), (B, code_dim)."""
         return self.gene_stats(genes)[0]
 
+    @torch.jit.export
+    def training_code(self, genes: torch.Tensor) -> torch.Tensor:
+        """The code a discriminator that reads the generator's code receives: the conditioning mean."""
+        return self.gene_stats(genes)[0]
+
     def _synthesise(
         self, background: torch.Tensor, genes: torch.Tensor, noise: torch.Tensor
     ) -> tuple[torch.Tensor, list[torch.Tensor]]:
@@ -290,28 +363,39 @@ def _down(in_channels: int, channels: list[int]) -> nn.Sequential:
 
 
 class RadiogenomicDiscriminator(nn.Module):
-    """Three-head discriminator: D_I(image), D_IS(image, mask), D_ISG(image, mask, genes).
+    """Three-head discriminator: D_I(image), D_IS(image, mask), D_ISG(image, mask, gene code).
 
-    D_I and D_IS each have their own encoder down to S/16; D_ISG concatenates the D_IS features with the
-    discriminator's own gene code tiled over the map, then conv3x3 + BN + LeakyReLU. Every head ends in a
-    (S/16 x S/16) convolution to a (B, 1, 1, 1) logit (least-squares targets, no activation).
+    D_I and D_IS each have their own encoder down to S/16; D_ISG concatenates the D_IS features with a gene code
+    tiled over the map, then conv3x3 + BN + LeakyReLU. Every head ends in a (S/16 x S/16) convolution to a
+    (B, 1, 1, 1) logit (least-squares targets, no activation).
+
+    The gene code is, as in the paper, the generator's phi(g), handed in by the trainer (``condition`` of
+    :meth:`forward` and :meth:`gene_logits` is then (B, code_dim)): the discriminator step receives it detached,
+    the generator step attached, so the generator's D_ISG loss trains phi. With ``gene_encoder=True`` the
+    discriminator instead owns a gene mapping network and ``condition`` is the gene profile (B, G) (MC-GAN's
+    discriminator projects its text itself; this bundle's earlier default).
 
     Args:
         num_genes: G.
         image_size: S (multiple of 16).
         base_channels: channels of the first layer (doubling per layer, 4 layers).
-        code_dim, hidden: the gene mapping network's sizes.
+        code_dim: length of the gene code (the generator's ``code_dim``, or of the own encoder's output).
+        hidden: the own gene mapping network's hidden width (``gene_encoder=True`` only).
+        gene_encoder: own a gene mapping network (``True``) or read the generator's code (``False``, the paper).
     """
 
-    def __init__(self, num_genes: int, image_size: int = 128, base_channels: int = 32, code_dim: int = 128, hidden: int = 512):
+    def __init__(self, num_genes: int, image_size: int = 128, base_channels: int = 32, code_dim: int = 128,
+                 hidden: int = 512, gene_encoder: bool = False):
         super().__init__()
         self.num_genes = num_genes
         self.image_size = image_size
+        self.code_dim = code_dim
+        self.own_gene_encoder = as_flag(gene_encoder, "gene_encoder")
         size = _check_size(image_size)
         channels = [base_channels * 2**i for i in range(4)]
         self.image_encoder = _down(1, channels)
         self.pair_encoder = _down(2, channels)
-        self.gene_encoder = GeneEncoder(num_genes, hidden, code_dim)
+        self.gene_encoder = GeneEncoder(num_genes, hidden, code_dim) if self.own_gene_encoder else nn.Identity()
         self.joint = conv_bn(channels[-1] + code_dim, channels[-1])
         self.head_i = nn.Conv2d(channels[-1], 1, size)
         self.head_is = nn.Conv2d(channels[-1], 1, size)
@@ -334,24 +418,29 @@ class RadiogenomicDiscriminator(nn.Module):
         return self.head_is(features)
 
     @torch.jit.export
-    def gene_logits(self, features: torch.Tensor, genes: torch.Tensor) -> torch.Tensor:
-        """D_ISG head on :meth:`pair_features` and genes (B, G): -> (B, 1, 1, 1)."""
-        code = self.gene_encoder(genes)[:, :, None, None].expand(-1, -1, features.shape[2], features.shape[3])
+    def gene_logits(self, features: torch.Tensor, condition: torch.Tensor) -> torch.Tensor:
+        """D_ISG head on :meth:`pair_features` and the gene code (B, code_dim) (genes (B, G) with an own
+        encoder): -> (B, 1, 1, 1)."""
+        code = self.gene_encoder(condition)[:, :, None, None].expand(-1, -1, features.shape[2], features.shape[3])
         return self.head_isg(self.joint(torch.cat([features, code], dim=1)))
 
     def forward(
-        self, image: torch.Tensor, mask: torch.Tensor, genes: torch.Tensor
+        self, image: torch.Tensor, mask: torch.Tensor, condition: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, 1, S, S), (B, 1, S, S), (B, G) -> logits of D_I, D_IS, D_ISG, each (B, 1, 1, 1)."""
+        """(B, 1, S, S), (B, 1, S, S), gene code (B, code_dim) or genes (B, G) -> logits of D_I, D_IS, D_ISG,
+        each (B, 1, 1, 1)."""
         features = self.pair_features(image, mask)
-        return self.image_logits(image), self.pair_logits(features), self.gene_logits(features, genes)
+        return self.image_logits(image), self.pair_logits(features), self.gene_logits(features, condition)
 
 
-def build_generator(model_type: str, image_fusion: bool = True, **kwargs) -> nn.Module:
-    """``"proposed"`` -> :class:`RadiogenomicGenerator` (with ``image_fusion``), ``"baseline"`` ->
-    :class:`MCGANGenerator`; the other kwargs go to either."""
+def build_generator(model_type: str, **kwargs) -> nn.Module:
+    """``"proposed"`` -> :class:`RadiogenomicGenerator`, ``"baseline"`` -> :class:`MCGANGenerator`; the other
+    kwargs go to either (the proposed generator's own settings ``fusion``, ``code_gradient`` and ``image_fusion``
+    are ignored by the baseline, so one network record serves both)."""
     if model_type == "proposed":
-        return RadiogenomicGenerator(image_fusion=image_fusion, **kwargs)
+        return RadiogenomicGenerator(**kwargs)
     if model_type == "baseline":
+        for key in ("fusion", "code_gradient", "image_fusion"):
+            kwargs.pop(key, None)
         return MCGANGenerator(**kwargs)
     raise ValueError(f"model_type must be one of ['baseline', 'proposed'], got {model_type!r}")

@@ -25,7 +25,9 @@ Prepared dataset (built in a private work folder, swapped into place when comple
     gene_names.txt                 G lines, the order of the vectors
     gene_stats.npz                 mean (G,), std (G,) float64 (raw units), names (G,)
     datalist.json                  {"training": [...], "validation": [...], "backgrounds": [... + "split"],
-                                    "gene_names", "gene_stats", "num_genes", "image_size", "settings", "skipped"}
+                                    "gene_names", "gene_stats", "num_genes", "image_size", "settings", "skipped",
+                                    "descriptor_names"}; each nodule slice's entry carries "descriptors", the
+                                    seven measurements of its nodule (bundles.evaluation.nodules)
     run_info.json                  the command, settings, versions (bundles.runs)
 """
 
@@ -44,6 +46,7 @@ from monai.data import MetaTensor
 from tqdm import tqdm
 
 from bundles.errors import BundleInputError, find_input_error
+from bundles.evaluation.nodules import DESCRIPTORS, descriptor_matrix, nodule_descriptors
 from bundles.fileio import atomic_path, atomic_write_text
 from bundles.io.datalists import nsclc_datalist
 from bundles.io.dicom_series import read_series
@@ -267,7 +270,8 @@ def prepare_dataset(
                 _save_slice(item["image"], image_path, np.float32)
                 _save_slice(item["mask"], mask_path, np.uint8)
                 nodules[pid].append({"patient_id": pid, "image": datasets.relative(image_path, work),
-                                     "mask": datasets.relative(mask_path, work), "slice_index": k})
+                                     "mask": datasets.relative(mask_path, work), "slice_index": k,
+                                     "descriptors": _slice_descriptors(item["image"], item["mask"])})
             voi_index, last_center = -1, None
             for item in background_items:
                 if item["voi_center_mm"] != last_center:
@@ -276,7 +280,8 @@ def prepare_dataset(
                 path = work / "backgrounds" / f"{name}_v{voi_index}_s{item['slice_index']:03d}.nii.gz"
                 _save_slice(item["image"], path, np.float32)
                 backgrounds.append({"patient_id": pid, "image": datasets.relative(path, work),
-                                    "voi_center_mm": item["voi_center_mm"], "slice_index": item["slice_index"]})
+                                    "voi_center_mm": item["voi_center_mm"], "slice_index": item["slice_index"],
+                                    "centre_hu": round(centre_hu(np.asarray(item["image"].detach().cpu()[0])), 2)})
         if not nodules:
             raise BundleInputError("no patient could be prepared", path=raw_dir, field="patients",
                                    hint=f"fix the reasons logged for each patient, e.g. {skipped[0]['reason']}"
@@ -314,6 +319,7 @@ def prepare_dataset(
             "num_genes": len(gene_names),
             "image_size": int(image_size),
             "skipped": skipped,
+            "descriptor_names": list(DESCRIPTORS),
         }
         datasets.save_datalist(work, datalist, bundle=BUNDLE, settings=settings)
     logger.info(
@@ -322,6 +328,50 @@ def prepare_dataset(
         len(backgrounds), len(gene_names),
     )
     return load_datalist(dataset_dir)
+
+
+def centre_hu(image_hu: np.ndarray) -> float:
+    """Mean HU of the central disk (radius S / 8) of an (S, S) slice: where the generator draws its nodule (real
+    nodule slices are centred on the nodule); lung is about -850 HU, chest wall and mediastinum above 0."""
+    image = np.asarray(image_hu, np.float64)
+    rows, cols = np.mgrid[: image.shape[0], : image.shape[1]]
+    centre = ((rows - (image.shape[0] - 1) / 2) ** 2 + (cols - (image.shape[1] - 1) / 2) ** 2
+              <= (min(image.shape) / 8.0) ** 2)
+    return float(image[centre].mean())
+
+
+def usable_backgrounds(entries: list[dict], max_centre_hu: float | None = -600.0) -> list[dict]:
+    """The background entries whose central disk is lung (:func:`centre_hu` <= ``max_centre_hu``), so that the
+    nodule the generator draws at the centre lies in the lung (about 5 % of the demo's slices cut the chest wall
+    at their centre; the paper's VOIs are centred inside the lung). ``None`` keeps every entry; measured from the
+    files for entries prepared without ``centre_hu``.
+
+    Raises:
+        BundleInputError: no background is left.
+    """
+    if max_centre_hu is None:
+        return list(entries)
+    kept = []
+    for entry in entries:
+        value = entry.get("centre_hu")
+        if value is None:
+            value = centre_hu(np.asarray(nib.load(entry["image"]).dataobj, np.float64).squeeze())
+        if value <= max_centre_hu:
+            kept.append(entry)
+    if not kept:
+        raise BundleInputError(f"no background slice has lung (<= {max_centre_hu} HU) at its centre",
+                               field="background_max_centre_hu",
+                               hint="raise --background_max_centre_hu, or pass null to use every background")
+    return kept
+
+
+def _slice_descriptors(image: MetaTensor, mask: MetaTensor) -> dict[str, float]:
+    """The measured descriptors of one (1, S, S) nodule slice in HU and its mask (spacing from the affine)."""
+    affine = np.asarray(image.affine, dtype=np.float64)
+    spacing = (float(np.linalg.norm(affine[:3, 0])), float(np.linalg.norm(affine[:3, 1])))
+    values = nodule_descriptors(np.asarray(image.detach().cpu()[0], np.float64),
+                                np.asarray(mask.detach().cpu()[0]) > 0, spacing)
+    return {k: round(v, 6) for k, v in values.items()}
 
 
 def _check_slice(image: torch.Tensor, image_size: int, pid: str) -> None:
@@ -361,6 +411,61 @@ def run_preparation(
                                                                          gene_model=demo_gene_model),
                               what="<PatientID>/<study>/<series>/*.dcm CT and SEG series and a GEO gene table")
     return prepare_dataset(raw, dataset_dir, **prepare_kwargs)
+
+
+def slice_descriptors(entries: list[dict]) -> np.ndarray:
+    """(N, 7) measured descriptors of prepared nodule slices (their datalist entries), in the order of
+    ``bundles.evaluation.nodules.DESCRIPTORS``; measured from the slice files when an entry lacks them (a dataset
+    prepared before the preparation wrote them)."""
+    rows = []
+    for entry in entries:
+        if "descriptors" in entry:
+            rows.append(entry["descriptors"])
+            continue
+        image = nib.load(entry["image"])
+        affine = np.asarray(image.affine, dtype=np.float64)
+        spacing = (float(np.linalg.norm(affine[:3, 0])), float(np.linalg.norm(affine[:3, 1])))
+        rows.append(nodule_descriptors(np.asarray(image.dataobj, np.float64).squeeze(),
+                                       np.asarray(nib.load(entry["mask"]).dataobj).squeeze() > 0, spacing))
+    return descriptor_matrix(rows)
+
+
+def training_items(datalist: dict) -> list[dict]:
+    """The training slices as training reads them: each prepared entry (image, mask, genes) plus
+
+    - ``patient_index``: the patient's position among the sorted training patient IDs (who is who in a batch,
+      for mismatched pairs of different patients and for sampling every patient equally);
+    - ``appearance``: (7,) the patient's nodule as measured on its slices: the mean over the patient's training
+      slices of each descriptor, standardised with the mean and standard deviation over all training slices.
+      Only the training patients' own real images and masks enter; never the hidden phenotype;
+    - ``slice_quantile``: [lo, hi], the bounds of the slice's quantile by nodule area among its patient's slices
+      (rank r of n, ties in slice order: [r / n, (r + 1) / n]).
+    """
+    entries = datalist["training"]
+    if not entries:
+        raise BundleInputError("the prepared dataset has no training slice", path=datalist.get("gene_stats"),
+                               field="training", hint="prepare a dataset with at least one training patient")
+    values = slice_descriptors(entries)
+    finite = np.isfinite(values).all(axis=1)
+    mean = values[finite].mean(axis=0) if finite.any() else np.zeros(values.shape[1])
+    std = values[finite].std(axis=0) if finite.sum() > 1 else np.ones(values.shape[1])
+    standardised = (values - mean) / np.where(std > 1e-9, std, 1.0)
+    patients = sorted({e["patient_id"] for e in entries})
+    index_of = {p: i for i, p in enumerate(patients)}
+    rows = {p: [i for i, e in enumerate(entries) if e["patient_id"] == p] for p in patients}
+    items: list[dict] = [{}] * len(entries)
+    for pid, members in rows.items():
+        usable = [i for i in members if finite[i]]
+        appearance = standardised[usable].mean(axis=0) if usable else np.zeros(values.shape[1])
+        areas = np.nan_to_num(values[members, 0], nan=0.0)
+        ranks = np.empty(len(members), dtype=np.int64)
+        ranks[np.argsort(areas, kind="stable")] = np.arange(len(members))
+        for i, rank in zip(members, ranks, strict=True):
+            e = entries[i]
+            items[i] = {"image": e["image"], "mask": e["mask"], "genes": e["genes"], "patient_index": index_of[pid],
+                        "appearance": [float(v) for v in appearance],
+                        "slice_quantile": [float(rank / len(members)), float((rank + 1) / len(members))]}
+    return items
 
 
 def model_inputs(datalist: dict) -> dict:

@@ -1,0 +1,298 @@
+"""Radiogenomic utility study: do synthetic nodules (image + mask) help a nodule segmentation network trained on
+few real patients?
+
+For each seed, from the prepared dataset's **training** patients:
+
+1. the **real subset** = every nodule slice of ``size`` training patients chosen at random (nested over sizes);
+2. a radiogenomic GAN is trained on the subset ONLY, through the bundle's own ``train.json`` (in this process):
+   the subset's slices as its training items (appearance targets standardised over the subset alone), the
+   subset's own nodule-free backgrounds, ``gan_iterations`` iterations, its output folder inside the study;
+3. ``synthetic_per_patient`` synthetic slices per subset patient: the patient's gene profile on the subset's
+   backgrounds with new noise draws -> (generated CT, generated mask > 0); outputs without a nodule (fewer than
+   10 mask pixels or no contrast, :func:`bundles.evaluation.nodules.contains_nodule`) are dropped;
+4. a MONAI ``BasicUNet`` (small features) is trained to segment the nodule in three arms, each for the same
+   ``seg_steps`` minibatches from the same initialisation with the same augmentation (flips, shifts, Gaussian
+   noise): ``real``, ``real+synthetic`` (real slices drawn with probability 1 - ``synthetic_share`` per batch
+   slot) and ``synthetic`` (TSTR);
+5. each arm is tested on the same held-out real slices: the held-out patients' and those of the training
+   patients outside the seed's largest subset (never seen by that seed's GAN or network).
+
+Measure: nodule Dice over all test slices pooled (``2 |P & R| / (|P| + |R|)``). The phenotype (hidden truth)
+is not needed. Per size: the mean over seeds of every arm with a Student-t interval, the paired gain of adding
+synthetic nodules and the TSTR / TRTR ratio (:mod:`bundles.evaluation.utility`). Writes ``<utility_dir>/``:
+``utility.json``, ``utility.png``, ``gans/p<size>_seed<seed>/`` (each GAN's training run) and ``run_info.json``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import nibabel as nib
+import numpy as np
+import torch
+from monai.losses import DiceCELoss
+from monai.networks.nets import BasicUNet
+
+from bundles.evaluation.nodules import contains_nodule
+from bundles.evaluation.utility import (
+    ARMS,
+    TARGETS,
+    arm_data,
+    check_targets,
+    save_utility_figure,
+    select_patients,
+    summarise_runs,
+    train_with_config,
+    write_utility_result,
+)
+from bundles.fileio import atomic_dir
+from bundles.models import read_model
+from bundles.runs import RUN_INFO, run_info, write_run_info
+from bundles.transforms.intensity import ScaleHU, hu_from_scaled
+from bundles.workflows.radiogenomic_prepare import load_datalist, training_items
+
+__all__ = ["gan_overrides", "nodule_dice", "run_utility", "study_splits", "synthesise_pairs", "train_segmenter"]
+
+KIND = "radiogenomic utility"
+
+logger = logging.getLogger(__name__)
+
+
+def _load_slices(entries: Sequence[Mapping]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Nodule slices -> images (N, 1, S, S) in [-1, 1], masks (N, 1, S, S) int64 {0, 1}."""
+    images = np.stack([np.asarray(nib.load(e["image"]).dataobj, np.float32).squeeze() for e in entries])
+    masks = np.stack([np.asarray(nib.load(e["mask"]).dataobj).squeeze() > 0 for e in entries])
+    scaled = ScaleHU()(torch.from_numpy(images)).as_subclass(torch.Tensor).float()[:, None]
+    return scaled, torch.from_numpy(masks.astype(np.int64))[:, None]
+
+
+def _load_backgrounds(entries: Sequence[Mapping]) -> torch.Tensor:
+    """Background slices -> (N, 1, S, S) in [-1, 1]."""
+    images = np.stack([np.asarray(nib.load(e["image"]).dataobj, np.float32).squeeze() for e in entries])
+    return ScaleHU()(torch.from_numpy(images)).as_subclass(torch.Tensor).float()[:, None]
+
+
+def study_splits(patients: Sequence[str], sizes: Sequence[int], seed: int) -> tuple[dict[int, list[str]], list[str]]:
+    """For one seed: ``{size: patients of the subset}`` (nested) and the training patients outside the largest."""
+    subsets = {int(k): select_patients(patients, int(k), seed) for k in sizes}
+    used = set(subsets[max(subsets)])
+    return subsets, sorted(p for p in set(patients) if p not in used)
+
+
+def gan_overrides(datalist: Mapping, patients: Sequence[str], *, iterations: int, seed: int, epoch_length: int = 50,
+                  extra: Mapping | None = None) -> dict:
+    """The train.json overrides of one study GAN: the subset's slices as its training items (standardised over the
+    subset), the subset's backgrounds, ``iterations`` iterations in epochs of ``epoch_length``."""
+    chosen = set(patients)
+    entries = [e for e in datalist["training"] if e["patient_id"] in chosen]
+    backgrounds = [{"image": b["image"]} for b in datalist["backgrounds"] if b["patient_id"] in chosen]
+    return {
+        "train_items": training_items({"training": entries}),
+        "train#backgrounds#data": backgrounds,
+        "train#trainer#epoch_length": int(min(epoch_length, iterations)),
+        "train#trainer#max_epochs": max(1, math.ceil(iterations / epoch_length)),
+        "sample_every_n_epochs": max(1, math.ceil(iterations / epoch_length)),
+        "seed": int(seed),
+        **(extra or {}),
+    }
+
+
+@torch.no_grad()
+def synthesise_pairs(generator, genes: torch.Tensor, backgrounds: torch.Tensor, per_profile: int, seed: int,
+                     device: str | torch.device = "cpu") -> tuple[torch.Tensor, torch.Tensor, int]:
+    """``per_profile`` outputs per gene profile on backgrounds drawn at random with fresh noise.
+
+    Returns:
+        images (M, 1, S, S) in [-1, 1], masks (M, 1, S, S) int64 (generated mask > 0), and the number of outputs
+        dropped because they held no nodule (:func:`contains_nodule`); when none holds one (an untrained GAN), all
+        are kept and -1 is returned in place of the count.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    p = genes.shape[0]
+    picks = torch.randint(backgrounds.shape[0], (p * per_profile,), generator=gen)
+    noise = torch.randn(p * per_profile, int(generator.noise_dim), generator=gen)
+    g = genes.repeat_interleave(per_profile, dim=0)
+    images, masks = [], []
+    for s in range(0, g.shape[0], 64):
+        image, mask = generator(backgrounds[picks[s : s + 64]].to(device), g[s : s + 64].to(device),
+                                noise[s : s + 64].to(device))
+        images.append(image.cpu())
+        masks.append((mask > 0).cpu())
+    images, masks = torch.cat(images), torch.cat(masks)
+    hu = hu_from_scaled(images.numpy())[:, 0]
+    keep = np.array([contains_nodule(hu[i], masks[i, 0].numpy()) for i in range(images.shape[0])], dtype=bool)
+    if not keep.any():
+        logger.warning("no generated output holds a nodule: the synthetic set keeps all %d outputs", keep.size)
+        return images, masks.long(), -1
+    keep_t = torch.from_numpy(keep)
+    return images[keep_t], masks[keep_t].long(), int((~keep).sum())
+
+
+def train_segmenter(images: torch.Tensor, masks: torch.Tensor, *, steps: int, weights: torch.Tensor | None = None,
+                    batch_size: int = 8, features: Sequence[int] = (8, 16, 32, 64, 64, 8), lr: float = 3e-3,
+                    max_shift: int = 4, noise: float = 0.05, seed: int = 0,
+                    device: str | torch.device = "cpu") -> torch.nn.Module:
+    """Train a MONAI ``BasicUNet`` (background / nodule logits) for exactly ``steps`` minibatches.
+
+    Args:
+        images: (N, 1, S, S) CTs in [-1, 1]; masks: (N, 1, S, S) int64 {0, 1}.
+        steps: minibatches of ``batch_size`` slices drawn with replacement proportionally to ``weights`` (default
+            uniform): equal ``steps`` give equal updates whatever the data size.
+        max_shift: random circular shift (pixels) and random flips, the same for CT and mask, per batch.
+        noise: largest standard deviation of the Gaussian noise added to a CT (drawn per image).
+        seed: the initialisation and every random draw.
+
+    Returns:
+        the network in eval mode.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=tuple(features))
+    net = net.to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    n = images.shape[0]
+    p = torch.ones(n, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    for _ in range(int(steps)):
+        idx = torch.multinomial(p, batch_size, replacement=True, generator=gen)
+        x, y = images[idx], masks[idx]
+        s0, s1 = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen).tolist()
+        x, y = torch.roll(x, (s0, s1), dims=(2, 3)), torch.roll(y, (s0, s1), dims=(2, 3))
+        flips = [d for d, f in zip((2, 3), torch.rand(2, generator=gen).tolist(), strict=True) if f < 0.5]
+        if flips:
+            x, y = torch.flip(x, flips), torch.flip(y, flips)
+        if noise > 0:
+            sigma = torch.rand(batch_size, 1, 1, 1, generator=gen) * noise
+            x = (x + sigma * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x.to(device)), y.to(device))
+        loss.backward()
+        optimizer.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def _segment(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
+    device = next(net.parameters()).device
+    return torch.cat([net(images[s : s + batch_size].to(device)).argmax(1, keepdim=True).cpu()
+                      for s in range(0, images.shape[0], batch_size)])
+
+
+def nodule_dice(pred: torch.Tensor, ref: torch.Tensor) -> float:
+    """Dice of the nodule (label 1) over all slices pooled: ``2 |P & R| / (|P| + |R|)`` (1 when both are empty)."""
+    p, r = pred == 1, ref == 1
+    total = int(p.sum() + r.sum())
+    return 2.0 * int((p & r).sum()) / total if total else 1.0
+
+
+def run_utility(
+    dataset_dir: str | Path,
+    utility_dir: str | Path,
+    *,
+    train_config: str | Path,
+    sizes: Sequence[int] = (4,),
+    seeds: Sequence[int] = (0, 1, 2),
+    gan_iterations: int = 540,
+    gan_settings: Mapping | None = None,
+    synthetic_per_patient: int = 40,
+    synthetic_share: float = 0.5,
+    seg_steps: int = 400,
+    seg_batch_size: int = 8,
+    seg_features: Sequence[int] = (8, 16, 32, 64, 64, 8),
+    device: str | torch.device = "cpu",
+    settings: dict | None = None,
+) -> dict:
+    """Run the study and write ``utility_dir``; returns what ``utility.json`` holds.
+
+    Args:
+        dataset_dir: the prepared dataset (read only).
+        utility_dir: a missing or empty folder, or an earlier output of this study (replaced).
+        train_config: the bundle's train.json.
+        sizes: training patients per subset (ascending; nested per seed).
+        seeds: one subset, GAN, synthetic set and network initialisation per seed (>= 3 for the issue).
+        gan_iterations: every GAN's budget; gan_settings: further train.json overrides.
+        synthetic_per_patient: synthetic slices generated per subset patient (before dropping empty ones).
+        synthetic_share: expected share of synthetic slices in a batch of the real+synthetic arm.
+        seg_steps, seg_batch_size, seg_features: every arm's segmentation network.
+    """
+    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    dataset_dir = Path(dataset_dir)
+    datalist = load_datalist(dataset_dir)
+    training = list(datalist["training"])
+    patients = [e["patient_id"] for e in training]
+    pool_x, pool_y = _load_slices(training)
+    held_x, held_y = _load_slices(datalist["validation"]) if datalist["validation"] else (pool_x[:0], pool_y[:0])
+    runs, gans = [], []
+    with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
+        for seed in seeds:
+            subsets, rest = study_splits(patients, sizes, seed)
+            rest_idx = [i for i, p in enumerate(patients) if p in rest]
+            test_x, test_y = torch.cat([pool_x[rest_idx], held_x]), torch.cat([pool_y[rest_idx], held_y])
+            for size, chosen in subsets.items():
+                idx = [i for i, p in enumerate(patients) if p in chosen]
+                gan_wall, gan_cpu = time.perf_counter(), time.process_time()
+                overrides = gan_overrides(datalist, chosen, iterations=gan_iterations, seed=seed, extra=gan_settings)
+                checkpoint = train_with_config(train_config, work / "gans" / f"p{size}_seed{seed}",
+                                               {**overrides, "dataset_dir": str(dataset_dir), "device": str(device)})
+                gans.append({"size": size, "seed": seed, "checkpoint": str(checkpoint.relative_to(work)),
+                             "wall_s": time.perf_counter() - gan_wall, "cpu_s": time.process_time() - gan_cpu})
+                real = (pool_x[idx], pool_y[idx])
+                genes = torch.from_numpy(np.stack([np.load(e["genes"]) for e in
+                                                   {training[i]["patient_id"]: training[i] for i in idx}.values()]))
+                backgrounds = _load_backgrounds([b for b in datalist["backgrounds"] if b["patient_id"] in set(chosen)])
+                syn_x, syn_y, dropped = synthesise_pairs(read_model(checkpoint).load(device), genes.float(), backgrounds,
+                                                         synthetic_per_patient, seed, device)
+                for arm in ARMS:
+                    x, y, weights = arm_data(arm, real, (syn_x, syn_y), synthetic_share)
+                    net = train_segmenter(x, y, steps=seg_steps, weights=weights, batch_size=seg_batch_size,
+                                          features=seg_features, seed=seed, device=device)
+                    dice = nodule_dice(_segment(net, test_x), test_y)
+                    runs.append({"size": size, "seed": seed, "arm": arm, "value": dice, "steps": seg_steps,
+                                 "patients": chosen, "train_real": int(real[0].shape[0]) if arm != "synthetic" else 0,
+                                 "train_synthetic": int(syn_x.shape[0]) if arm != "real" else 0,
+                                 "synthetic_dropped": dropped, "test": int(test_y.shape[0])})
+                    logger.info("%d patient(s), seed %d, %s: nodule Dice %.3f", size, seed, arm, dice)
+        summary = summarise_runs(runs, sizes, seeds)
+        result = {
+            "bundle": "radiogenomic",
+            "measure": "held-out real nodule Dice",
+            "size_unit": "training patients",
+            "sizes": [int(k) for k in sizes],
+            "seeds": [int(s) for s in seeds],
+            "arms": list(ARMS),
+            "design": {
+                "subsets": "per seed, a random order of the training patients; size k takes the first k (nested)",
+                "test": "held-out patients' nodule slices + training patients' outside the seed's largest subset",
+                "gan": {"iterations": gan_iterations, "train_config": str(train_config),
+                        "settings": dict(gan_settings or {}),
+                        "data": "the subset's nodule slices (appearance targets standardised over the subset) and "
+                                "the subset's own backgrounds"},
+                "synthetic": {"per_patient": synthetic_per_patient, "from": "the subset's gene profiles on the "
+                              "subset's backgrounds, fresh noise; outputs without a nodule dropped"},
+                "synthetic_share": synthetic_share,
+                "segmenter": {"network": "monai.networks.nets.BasicUNet", "features": list(seg_features),
+                              "steps": seg_steps, "batch_size": seg_batch_size, "loss": "DiceCELoss",
+                              "same_steps_and_init_in_every_arm": True},
+                "dice": "nodule, over all test slices pooled",
+                "interval": "Student-t over seeds; gain and TSTR / TRTR paired per seed",
+            },
+            "runs": runs,
+            "gans": gans,
+            "summary": summary,
+            "targets": TARGETS,
+            "passed": check_targets(summary),
+            "time": {"wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - start_cpu,
+                     "torch_threads": torch.get_num_threads()},
+        }
+        write_utility_result(work, result)
+        save_utility_figure(result, work / "utility.png")
+        write_run_info(work, run_info(KIND, settings=settings, datalist=dataset_dir / "datalist.json",
+                                      seed=int(seeds[0])))
+    logger.info("utility study written to %s (%.0f s wall, %.0f s CPU)", utility_dir, result["time"]["wall_s"],
+                result["time"]["cpu_s"])
+    return result
