@@ -87,16 +87,6 @@ def atomic_write_text(text: str, target: str | os.PathLike) -> None:
         tmp.write_text(text)
 
 
-def save_figure(fig, target: str | os.PathLike, dpi: int = 100) -> Path:
-    """Save a matplotlib figure atomically (format from the suffix) and close it; returns the path."""
-    import matplotlib.pyplot as plt
-
-    with atomic_path(target) as tmp:
-        fig.savefig(tmp, dpi=dpi)
-    plt.close(fig)
-    return Path(target)
-
-
 # ------------------------------------------------------------------------------------------------ locks
 _held: dict[Path, int] = {}
 

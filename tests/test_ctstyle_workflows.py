@@ -5,7 +5,6 @@ import sys
 import warnings
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pytest
@@ -20,6 +19,7 @@ from bundles.evaluation.style_metrics import (
     label_groups,
     threshold_resegmentation,
 )
+from bundles.figures import plt
 from bundles.models import Model
 from bundles.networks.ctstyle import CTStyleDiscriminator, CTStyleGenerator
 from bundles.networks.vgg import VGG19Features

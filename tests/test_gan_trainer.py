@@ -3,7 +3,6 @@
 import json
 import pickle
 
-import matplotlib.pyplot as plt
 import pytest
 import torch
 from ignite.engine import Events
@@ -13,6 +12,7 @@ from bundles.engines.gan_trainer import AdversarialTrainer
 from bundles.engines.handlers import AtomicCheckpointSaver, CheckpointResumer, SampleGridSaver
 from bundles.engines.sampling import ResumableSampler
 from bundles.errors import BundleInputError
+from bundles.figures import plt
 from bundles.models import load_checkpoint
 
 

@@ -11,9 +11,9 @@ from bundles.evaluation.latent_walk import (
     axis_walk_latents,
     generate_walk,
     interpolate,
-    save_strip,
     walk_smoothness,
 )
+from bundles.figures import save_strip
 from bundles.networks.radiogan import RadioGANGenerator
 
 

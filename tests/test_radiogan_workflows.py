@@ -71,7 +71,7 @@ def test_prepare_writes_fixed_size_mips_png_and_a_stratified_datalist(cohort, tm
 
 
 def plt_read(path):
-    import matplotlib.pyplot as plt
+    from bundles.figures import plt
 
     return plt.imread(path)
 
@@ -123,10 +123,10 @@ def fake_utility(folder):
 
 def orange_pixels(png) -> int:
     """Pixels of the real+synthetic line's colour (tab:orange) in a PNG."""
-    import matplotlib.colors
+    from bundles.figures import plt
 
     image = plt_read(png)[..., :3]
-    return int((np.abs(image - np.array(matplotlib.colors.to_rgb("tab:orange"))).max(axis=-1) < 0.03).sum())
+    return int((np.abs(image - np.array(plt.matplotlib.colors.to_rgb("tab:orange"))).max(axis=-1) < 0.03).sum())
 
 
 @pytest.mark.slow

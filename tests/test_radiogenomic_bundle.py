@@ -4,7 +4,6 @@ import csv
 import json
 from pathlib import Path
 
-import matplotlib.pyplot as plt
 import nibabel as nib
 import numpy as np
 import pytest
@@ -12,6 +11,7 @@ import torch
 from bundle_cases import RADIOGENOMIC, prepare_case, run_workflow, tree_hash
 
 from bundles.errors import BundleInputError
+from bundles.figures import plt
 from bundles.fileio import atomic_torch_save, written_by
 from bundles.models import Model, read_model
 from bundles.networks.radiogenomic import RadiogenomicDiscriminator

@@ -3,7 +3,6 @@
 import json
 import math
 
-import matplotlib.pyplot as plt
 import numpy as np
 import pytest
 import torch
@@ -25,6 +24,7 @@ from bundles.evaluation.utility import (
     t_interval,
     write_utility_result,
 )
+from bundles.figures import plt
 from bundles.workflows.ctstyle_utility import organ_dice, train_segmenter
 from bundles.workflows.radiogan_utility import gan_overrides, study_splits
 

@@ -6,19 +6,16 @@ import json
 import logging
 from pathlib import Path
 
-import matplotlib
+import torch
+from ignite.engine import Engine, Events
+from ignite.handlers import ProgressBar
+from monai.handlers import from_engine
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from ignite.engine import Engine, Events  # noqa: E402
-from ignite.handlers import ProgressBar  # noqa: E402
-from monai.handlers import from_engine  # noqa: E402
-
-from bundles.config import as_flag  # noqa: E402
-from bundles.errors import BundleInputError  # noqa: E402
-from bundles.fileio import atomic_torch_save, save_figure  # noqa: E402
-from bundles.models import load_checkpoint, load_state_into, unwrap  # noqa: E402
+from bundles.config import as_flag
+from bundles.errors import BundleInputError
+from bundles.figures import plt, save_figure, save_image_grid
+from bundles.fileio import atomic_torch_save
+from bundles.models import load_checkpoint, load_state_into, unwrap
 
 logger = logging.getLogger(__name__)
 
@@ -26,25 +23,6 @@ logger = logging.getLogger(__name__)
 def is_main_process() -> bool:
     """True unless this is a non-zero rank of an initialised process group."""
     return not (torch.distributed.is_initialized() and torch.distributed.get_rank() != 0)
-
-
-def save_image_grid(columns: list[tuple[str, torch.Tensor]], path: str | Path, title: str = "") -> Path:
-    """Write a PNG grid: one column per ``(title, (B, 1, H, W) tensor in [-1, 1])``, one row per sample."""
-    rows = min(int(t.shape[0]) for _, t in columns)
-    fig, axes = plt.subplots(rows, len(columns), figsize=(2.0 * len(columns), 2.0 * rows), squeeze=False)
-    for c, (name, images) in enumerate(columns):
-        for r in range(rows):
-            ax = axes[r][c]
-            ax.imshow(images[r, 0].detach().float().cpu().numpy().T, cmap="gray", vmin=-1, vmax=1, origin="lower")
-            ax.set_xticks([])
-            ax.set_yticks([])
-            if r == 0:
-                ax.set_title(name, fontsize=9)
-    if title:
-        fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    save_figure(fig, path, dpi=80)
-    return Path(path)
 
 
 class SampleGridSaver:

@@ -10,20 +10,16 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from scipy import ndimage
+from sklearn.cluster import KMeans
+from sklearn.manifold import TSNE
+from sklearn.metrics import adjusted_rand_score, silhouette_score
+from sklearn.model_selection import StratifiedKFold, cross_val_predict
+from sklearn.neighbors import KNeighborsClassifier
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import ndimage  # noqa: E402
-from sklearn.cluster import KMeans  # noqa: E402
-from sklearn.manifold import TSNE  # noqa: E402
-from sklearn.metrics import adjusted_rand_score, silhouette_score  # noqa: E402
-from sklearn.model_selection import StratifiedKFold, cross_val_predict  # noqa: E402
-from sklearn.neighbors import KNeighborsClassifier  # noqa: E402
-
-from bundles.fileio import save_figure  # noqa: E402
+from bundles.figures import plt, save_figure
 
 
 def embed_tsne(features: np.ndarray, seed: int = 0) -> np.ndarray:

@@ -9,22 +9,13 @@ gradually); realism is a classifier's confidence in each frame.
 
 from __future__ import annotations
 
-from pathlib import Path
-
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-from monai.metrics import SSIMMetric  # noqa: E402
-
-from bundles.fileio import save_figure  # noqa: E402
+import torch
+from monai.metrics import SSIMMetric
 
 __all__ = [
     "axis_walk_latents",
     "generate_walk",
     "interpolate",
-    "save_strip",
     "walk_smoothness",
 ]
 
@@ -74,27 +65,3 @@ def walk_smoothness(frames: torch.Tensor) -> dict:
         "max_ssim": float(values.max()),
         "min_ssim": float(values.min()),
     }
-
-
-def save_strip(frames: torch.Tensor, path: str | Path, titles: list[str] | None = None, suptitle: str = "") -> Path:
-    """Save frames (N, 1, S0, S1) in [-1, 1] side by side as a PNG; arrays shown with axis 1 vertical."""
-    n = frames.shape[0]
-    fig, axes = plt.subplots(1, n, figsize=(1.4 * n, 2.6), squeeze=False)
-    for i in range(n):
-        ax = axes[0, i]
-        ax.imshow(to_display(frames[i]), cmap="gray_r", vmin=0.0, vmax=1.0)
-        ax.set_axis_off()
-        if titles is not None:
-            ax.set_title(titles[i], fontsize=7)
-    if suptitle:
-        fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
-    path = Path(path)
-    save_figure(fig, path, dpi=100)
-    return path
-
-
-def to_display(image: torch.Tensor) -> torch.Tensor:
-    """(1, X, Z) image in [-1, 1] -> (Z, X) in [0, 1], head up: rows along the body axis, as a MIP is read."""
-    x = (image[0].float().clamp(-1, 1) + 1) / 2
-    return torch.flip(x.T, dims=(0,))

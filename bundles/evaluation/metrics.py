@@ -35,23 +35,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from monai.metrics import MultiScaleSSIMMetric
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from monai.metrics import MultiScaleSSIMMetric  # noqa: E402
-
-from bundles.errors import BundleInputError  # noqa: E402
-from bundles.evaluation.features import (  # noqa: E402
+from bundles.errors import BundleInputError
+from bundles.evaluation.features import (
     DEFAULT_EXTRACTOR,
     FeatureExtractor,
     extractor_name,
     get_extractor,
 )
-from bundles.evaluation.latent_walk import to_display  # noqa: E402
-from bundles.fileio import atomic_write_text, save_figure  # noqa: E402
+from bundles.figures import plt, save_figure, to_display
+from bundles.fileio import atomic_write_text
 
 __all__ = [
     "MS_SSIM_KERNEL_SIGMA",
@@ -995,7 +991,7 @@ def save_closest_pairs(
         sets: the sets the result was computed on.
         result: a ``memorisation_pixel`` / ``memorisation_features`` result.
         display: (1, H, W) in [-1, 1] -> 2D array in [0, 1] as shown (default: the MIP orientation of
-            :func:`bundles.evaluation.latent_walk.to_display`).
+            :func:`bundles.figures.to_display`).
     """
     pairs = result["details"]["closest_pairs"][:num_pairs]
     if not pairs:

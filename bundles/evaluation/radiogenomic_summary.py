@@ -11,14 +11,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bundles.fileio import save_figure  # noqa: E402
+from bundles.figures import plt, save_figure
 
 __all__ = ["plot_summary", "summary_lines"]
 

@@ -24,16 +24,13 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-import matplotlib
+import numpy as np
+import torch
+from scipy import stats
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from scipy import stats  # noqa: E402
-
-from bundles.errors import BundleInputError  # noqa: E402
-from bundles.fileio import atomic_write_text, save_figure  # noqa: E402
+from bundles.errors import BundleInputError
+from bundles.figures import plt, save_figure
+from bundles.fileio import atomic_write_text
 
 __all__ = [
     "ARMS",

@@ -36,17 +36,13 @@ from collections.abc import Sequence
 from itertools import combinations
 from pathlib import Path
 
-import matplotlib
+import numpy as np
+import torch
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from bundles.engines.ctstyle import map_to_display  # noqa: E402
-from bundles.errors import BundleInputError  # noqa: E402
-from bundles.evaluation.metrics import (  # noqa: E402
+from bundles.engines.ctstyle import map_to_display
+from bundles.errors import BundleInputError
+from bundles.evaluation.metrics import (
     SampleSets,
     bootstrap_ci,
     check_metrics,
@@ -56,7 +52,7 @@ from bundles.evaluation.metrics import (  # noqa: E402
     save_closest_pairs,
     write_metrics_json,
 )
-from bundles.evaluation.style_metrics import (  # noqa: E402
+from bundles.evaluation.style_metrics import (
     GROUPS,
     dice_per_group,
     label_groups,
@@ -65,15 +61,16 @@ from bundles.evaluation.style_metrics import (  # noqa: E402
     organ_mean_hu,
     threshold_resegmentation,
 )
-from bundles.evaluation.utility import plot_utility_curve, read_utility_result  # noqa: E402
-from bundles.fileio import atomic_dir, save_figure  # noqa: E402
-from bundles.models import Model  # noqa: E402
-from bundles.networks.vgg import VGG19Features  # noqa: E402
-from bundles.runs import RUN_INFO, run_info, write_run_info  # noqa: E402
-from bundles.transforms.intensity import hu_from_scaled  # noqa: E402
-from bundles.transforms.labels import LABEL_VALUES, SEGMENT_NAMES  # noqa: E402
-from bundles.workflows.ctstyle_inference import generate, load_ct, load_slice_pair  # noqa: E402
-from bundles.workflows.ctstyle_prepare import load_datalist  # noqa: E402
+from bundles.evaluation.utility import plot_utility_curve, read_utility_result
+from bundles.figures import plt, save_figure
+from bundles.fileio import atomic_dir
+from bundles.models import Model
+from bundles.networks.vgg import VGG19Features
+from bundles.runs import RUN_INFO, run_info, write_run_info
+from bundles.transforms.intensity import hu_from_scaled
+from bundles.transforms.labels import LABEL_VALUES, SEGMENT_NAMES
+from bundles.workflows.ctstyle_inference import generate, load_ct, load_slice_pair
+from bundles.workflows.ctstyle_prepare import load_datalist
 
 __all__ = ["evaluate", "TARGETS"]
 

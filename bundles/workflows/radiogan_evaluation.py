@@ -24,23 +24,17 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import torch  # noqa: E402
-
-from bundles.errors import BundleInputError  # noqa: E402
-from bundles.evaluation.classifier import conditional_accuracy, predict, train_classifier  # noqa: E402
-from bundles.evaluation.latent_walk import (  # noqa: E402
+from bundles.errors import BundleInputError
+from bundles.evaluation.classifier import conditional_accuracy, predict, train_classifier
+from bundles.evaluation.latent_walk import (
     axis_walk_latents,
     generate_walk,
     interpolate,
-    save_strip,
-    to_display,
     walk_smoothness,
 )
-from bundles.evaluation.metrics import (  # noqa: E402
+from bundles.evaluation.metrics import (
     SampleSets,
     check_metrics,
     compute_metrics,
@@ -48,12 +42,13 @@ from bundles.evaluation.metrics import (  # noqa: E402
     save_closest_pairs,
     write_metrics_json,
 )
-from bundles.evaluation.utility import plot_utility_curve, read_utility_result  # noqa: E402
-from bundles.fileio import atomic_dir, atomic_torch_save, save_figure  # noqa: E402
-from bundles.models import Model  # noqa: E402
-from bundles.runs import RUN_INFO, run_info, write_run_info  # noqa: E402
-from bundles.workflows.radiogan_inference import class_indices, fixed_latents  # noqa: E402
-from bundles.workflows.radiogan_prepare import load_datalist, load_images  # noqa: E402
+from bundles.evaluation.utility import plot_utility_curve, read_utility_result
+from bundles.figures import plt, save_figure, save_strip, to_display
+from bundles.fileio import atomic_dir, atomic_torch_save
+from bundles.models import Model
+from bundles.runs import RUN_INFO, run_info, write_run_info
+from bundles.workflows.radiogan_inference import class_indices, fixed_latents
+from bundles.workflows.radiogan_prepare import load_datalist, load_images
 
 KIND = "radiogan evaluation"
 

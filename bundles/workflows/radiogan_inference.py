@@ -11,21 +11,17 @@ import logging
 from collections.abc import Sequence
 from pathlib import Path
 
-import matplotlib
+import nibabel as nib
+import numpy as np
+import torch
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-
-from bundles.errors import BundleInputError  # noqa: E402
-from bundles.evaluation.latent_walk import save_strip, to_display  # noqa: E402
-from bundles.fileio import atomic_dir, atomic_path, atomic_write_text, written_by  # noqa: E402
-from bundles.io.synthetic_dicom import SyntheticProvenance, write_synthetic_pet_mip  # noqa: E402
-from bundles.models import Model  # noqa: E402
-from bundles.runs import RUN_INFO, run_info, write_run_info  # noqa: E402
-from bundles.workflows.radiogan_prepare import CLASSES  # noqa: E402
+from bundles.errors import BundleInputError
+from bundles.figures import plt, save_strip, to_display
+from bundles.fileio import atomic_dir, atomic_path, atomic_write_text, written_by
+from bundles.io.synthetic_dicom import SyntheticProvenance, write_synthetic_pet_mip
+from bundles.models import Model
+from bundles.runs import RUN_INFO, run_info, write_run_info
+from bundles.workflows.radiogan_prepare import CLASSES
 
 __all__ = ["class_indices", "example_inputs", "fixed_latents", "generate_images", "mip_affine", "to_suv"]
 

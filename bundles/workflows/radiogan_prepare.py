@@ -24,21 +24,18 @@ import logging
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-import matplotlib
+import nibabel as nib
+import numpy as np
+import torch
+from monai.data import MetaTensor
+from tqdm import tqdm
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import nibabel as nib  # noqa: E402
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
-from monai.data import MetaTensor  # noqa: E402
-from tqdm import tqdm  # noqa: E402
-
-from bundles.errors import BundleInputError, find_input_error  # noqa: E402
-from bundles.fileio import atomic_path  # noqa: E402
-from bundles.io.names import safe_name  # noqa: E402
-from bundles.io.pet_datalist import CLASSES, pet_datalist  # noqa: E402
-from bundles.workflows import datasets  # noqa: E402
+from bundles.errors import BundleInputError, find_input_error
+from bundles.figures import plt
+from bundles.fileio import atomic_path
+from bundles.io.names import safe_name
+from bundles.io.pet_datalist import CLASSES, pet_datalist
+from bundles.workflows import datasets
 
 __all__ = ["CLASSES", "generator_grid", "load_datalist", "load_images", "model_inputs", "prepare_dataset",
            "run_preparation"]

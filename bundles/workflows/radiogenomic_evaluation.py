@@ -54,7 +54,6 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bundles.engines.handlers import save_image_grid
 from bundles.errors import BundleInputError
 from bundles.evaluation.features import get_extractor
 from bundles.evaluation.gene_maps import (
@@ -95,6 +94,7 @@ from bundles.evaluation.radiogenomic_summary import plot_summary
 from bundles.evaluation.radiomics import FEATURES as RADIOMIC_FEATURES
 from bundles.evaluation.radiomics import radiomic_features
 from bundles.evaluation.regional import regional_metrics, to_unit_range
+from bundles.figures import save_image_grid
 from bundles.fileio import atomic_dir, atomic_write_text
 from bundles.losses.radiogenomic import eroded_background
 from bundles.models import Model, read_model

@@ -32,8 +32,8 @@ import nibabel as nib
 import numpy as np
 import torch
 
-from bundles.engines.handlers import save_image_grid
 from bundles.errors import BundleInputError
+from bundles.figures import save_image_grid
 from bundles.fileio import atomic_dir, atomic_path, atomic_write_text, written_by
 from bundles.io.genes import read_gene_table
 from bundles.io.synthetic_dicom import SyntheticProvenance, write_synthetic_ct_nodule
