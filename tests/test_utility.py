@@ -16,16 +16,19 @@ from bundles.evaluation.utility import (
     check_study_settings,
     check_targets,
     paired_interval,
+    patient_splits,
     read_utility_result,
     save_utility_figure,
+    segment,
     select_patients,
     select_per_class,
     summarise_runs,
     t_interval,
+    train_segmenter,
     write_utility_result,
 )
 from bundles.figures import plt
-from bundles.workflows.ctstyle_utility import organ_dice, train_segmenter
+from bundles.workflows.ctstyle_utility import organ_dice
 from bundles.workflows.radiogan_utility import gan_overrides, study_splits
 
 T_975_2 = 4.302652729911275  # Student t, 97.5 % quantile, 2 degrees of freedom
@@ -166,9 +169,22 @@ def test_organ_dice_known_answer_and_segmenter_steps():
     dice = organ_dice(pred, ref)
     assert dice["body"] == pytest.approx(2 * 16 / (16 + 32)) and dice["lungs"] == 0.0
     assert dice["bone"] is None and "air" not in dice
-    net = train_segmenter(torch.rand(3, 1, 32, 32) * 2 - 1, torch.randint(0, 6, (3, 1, 32, 32)), steps=1,
-                          batch_size=2, features=(2, 2, 2, 2, 2, 2))
-    assert not net.training and net(torch.zeros(1, 1, 32, 32)).shape == (1, 6, 32, 32)
+    images, labels = torch.rand(3, 1, 32, 32) * 2 - 1, torch.randint(0, 6, (3, 1, 32, 32))
+    nets = [train_segmenter(images, labels, num_classes=6, steps=2, batch_size=2, features=(2, 2, 2, 2, 2, 2),
+                            flips=True, seed=4) for _ in range(2)]
+    assert not nets[0].training and nets[0](torch.zeros(1, 1, 32, 32)).shape == (1, 6, 32, 32)
+    for a, b in zip(nets[0].parameters(), nets[1].parameters(), strict=True):
+        assert torch.equal(a, b)  # one seed, one training: the arms differ only by their data
+    predicted = segment(nets[0], images, batch_size=2)
+    assert predicted.shape == (3, 1, 32, 32) and predicted.dtype == torch.int64 and int(predicted.max()) < 6
+
+
+def test_patient_splits_are_nested_and_leave_the_rest_for_testing():
+    patients = [f"P{i}" for i in range(6) for _ in range(2)]  # two slices each
+    subsets, rest = patient_splits(patients, [1, 3], seed=5)
+    assert set(subsets[1]) < set(subsets[3]) and len(subsets[3]) == 3
+    assert rest == sorted(set(patients) - set(subsets[3]))
+    assert patient_splits(patients, [1, 3], seed=5) == (subsets, rest)
 
 
 # ------------------------------------------------------------------------------------------ the commands

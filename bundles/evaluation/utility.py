@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ from scipy import stats
 from bundles.errors import BundleInputError
 from bundles.figures import plt, save_figure
 from bundles.fileio import atomic_write_text
+from bundles.runs import run_info, write_run_info
 
 __all__ = [
     "ARMS",
@@ -40,14 +42,18 @@ __all__ = [
     "check_study_settings",
     "check_targets",
     "paired_interval",
+    "patient_splits",
     "plot_utility_curve",
     "read_utility_result",
     "save_utility_figure",
     "select_per_class",
+    "segment",
     "select_patients",
     "summarise_runs",
     "t_interval",
+    "train_segmenter",
     "train_with_config",
+    "write_study",
     "write_utility_result",
 ]
 
@@ -126,6 +132,14 @@ def select_patients(patients: Sequence[str], k: int, seed: int) -> list[str]:
                                "test patient", field="sizes", hint=f"choose sizes below {len(unique)}")
     order = np.random.default_rng([int(seed), 7]).permutation(len(unique))
     return sorted(unique[i] for i in order[:k])
+
+
+def patient_splits(patients: Sequence[str], sizes: Sequence[int], seed: int) -> tuple[dict[int, list[str]], list[str]]:
+    """For one seed: ``{size: patients of the subset}`` (nested, :func:`select_patients`) and the patients outside
+    the largest subset, left for testing (sorted)."""
+    subsets = {int(k): select_patients(patients, int(k), seed) for k in sizes}
+    used = set(subsets[max(subsets)])
+    return subsets, sorted(p for p in set(patients) if p not in used)
 
 
 # ------------------------------------------------------------------------------------------ settings, GANs
@@ -207,6 +221,79 @@ def arm_data(arm: str, real: tuple[torch.Tensor, torch.Tensor], synthetic: tuple
     return torch.cat([real[0], synthetic[0]]), torch.cat([real[1], synthetic[1]]), weights
 
 
+# ------------------------------------------------------------------------------------- segmentation arms
+def train_segmenter(
+    images: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    num_classes: int,
+    steps: int,
+    weights: torch.Tensor | None = None,
+    batch_size: int = 8,
+    features: Sequence[int] = (8, 16, 32, 64, 64, 8),
+    lr: float = 3e-3,
+    max_shift: int = 4,
+    flips: bool = False,
+    noise: float = 0.05,
+    seed: int = 0,
+    device: str | torch.device = "cpu",
+) -> torch.nn.Module:
+    """Train a MONAI ``BasicUNet`` (1 channel in, one logit per class out; Dice + cross-entropy, Adam) for exactly
+    ``steps`` minibatches: the downstream model of the segmentation studies (ctstyle: organs, radiogenomic: the
+    nodule).
+
+    Args:
+        images: (N, 1, H, W) CTs in [-1, 1]; labels: (N, 1, H, W) int64 class indices in [0, num_classes).
+        steps: minibatches of ``batch_size`` pairs, drawn with replacement proportionally to ``weights``
+            (default uniform): equal ``steps`` give equal updates whatever the data size.
+        max_shift: random circular shift (pixels, both axes, the same for CT and labels) per batch.
+        flips: also flip both axes at random per batch.
+        noise: largest standard deviation of the Gaussian noise added to a CT (drawn per image), so that
+            the network does not key on one scanner's noise level.
+        seed: the initialisation and every random draw.
+
+    Returns:
+        the network in eval mode.
+    """
+    from monai.losses import DiceCELoss
+    from monai.networks.nets import BasicUNet
+
+    gen = torch.Generator().manual_seed(seed)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=int(num_classes), features=tuple(features))
+    net = net.to(device).train()
+    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
+    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
+    p = torch.ones(images.shape[0], dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
+    for _ in range(int(steps)):
+        idx = torch.multinomial(p, batch_size, replacement=True, generator=gen)
+        x, y = images[idx], labels[idx]
+        if max_shift > 0:
+            s0, s1 = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen).tolist()
+            x, y = torch.roll(x, (s0, s1), dims=(2, 3)), torch.roll(y, (s0, s1), dims=(2, 3))
+        if flips:
+            axes = [d for d, f in zip((2, 3), torch.rand(2, generator=gen).tolist(), strict=True) if f < 0.5]
+            if axes:
+                x, y = torch.flip(x, axes), torch.flip(y, axes)
+        if noise > 0:
+            sigma = torch.rand(batch_size, 1, 1, 1, generator=gen) * noise
+            x = (x + sigma * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
+        optimizer.zero_grad(set_to_none=True)
+        loss = loss_fn(net(x.to(device)), y.to(device))
+        loss.backward()
+        optimizer.step()
+    return net.eval()
+
+
+@torch.no_grad()
+def segment(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
+    """(N, 1, H, W) images -> (N, 1, H, W) int64 class of the largest logit, in batches."""
+    device = next(net.parameters()).device
+    return torch.cat([net(images[s : s + batch_size].to(device)).argmax(1, keepdim=True).cpu()
+                      for s in range(0, images.shape[0], batch_size)])
+
+
 # ------------------------------------------------------------------------------------------ summary, targets
 def summarise_runs(runs: Sequence[Mapping], sizes: Sequence[int], seeds: Sequence[int]) -> dict:
     """Per size: every arm's interval over seeds, the paired gain of adding synthetic data and TSTR / TRTR.
@@ -256,6 +343,19 @@ def write_utility_result(folder: str | Path, result: Mapping) -> Path:
     atomic_write_text(json.dumps(_plain(result), indent=1, allow_nan=False) + "\n", path)
     return path
 
+
+def write_study(work: Path, result: dict, *, kind: str, settings: Mapping | None, datalist: Path, seed: int,
+                started: tuple[float, float]) -> dict:
+    """Finish a study in its work folder: ``result`` (design, runs, gans, summary) completed with the targets,
+    whether they hold and the time since ``started`` (``time.perf_counter()``, ``time.process_time()``), written
+    as ``utility.json``, ``utility.png`` and ``run_info.json``; returns the completed result."""
+    result = {**result, "targets": TARGETS, "passed": check_targets(result["summary"]),
+              "time": {"wall_s": time.perf_counter() - started[0], "cpu_s": time.process_time() - started[1],
+                       "torch_threads": torch.get_num_threads()}}
+    write_utility_result(work, result)
+    save_utility_figure(result, work / "utility.png")
+    write_run_info(work, run_info(kind, settings=settings, datalist=datalist, seed=seed))
+    return result
 
 def read_utility_result(folder: str | Path | None) -> dict | None:
     """The result of a finished utility study in ``folder`` (its ``utility.json``), or None when there is none."""

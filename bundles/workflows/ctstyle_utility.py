@@ -35,28 +35,25 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from monai.losses import DiceCELoss
-from monai.networks.nets import BasicUNet
 
 from bundles.evaluation.utility import (
     ARMS,
-    TARGETS,
     arm_data,
-    check_targets,
-    save_utility_figure,
-    select_patients,
+    patient_splits,
+    segment,
     summarise_runs,
+    train_segmenter,
     train_with_config,
-    write_utility_result,
+    write_study,
 )
 from bundles.fileio import atomic_dir
 from bundles.models import read_model
-from bundles.runs import RUN_INFO, run_info, write_run_info
+from bundles.runs import RUN_INFO
 from bundles.transforms.labels import SEGMENT_NAMES, RandPerturbLabelBoundaries, label_indices
 from bundles.workflows.ctstyle_inference import generate, load_ct, load_map
 from bundles.workflows.ctstyle_prepare import load_datalist
 
-__all__ = ["ORGANS", "organ_dice", "run_utility", "study_splits", "train_segmenter"]
+__all__ = ["ORGANS", "organ_dice", "run_utility"]
 
 KIND = "ctstyle utility"
 # The organs scored: every segment but air (the background).
@@ -71,14 +68,6 @@ def _load_pairs(entries: Sequence[Mapping]) -> tuple[torch.Tensor, torch.Tensor]
     images = torch.cat([load_ct(e["image"])[0][None] for e in entries])
     labels = torch.cat([torch.from_numpy(label_indices(load_map(e["label"])[0]))[None] for e in entries])
     return images, labels.long()
-
-
-def study_splits(patients: Sequence[str], sizes: Sequence[int], seed: int) -> tuple[dict[int, list[str]], list[str]]:
-    """For one seed: ``{size: training patients of the subset}`` (nested) and the training patients left for
-    testing (those outside the largest subset)."""
-    subsets = {int(k): select_patients(patients, int(k), seed) for k in sizes}
-    used = set(subsets[max(subsets)])
-    return subsets, sorted(p for p in set(patients) if p not in used)
 
 
 def _study_dataset(dataset_dir: Path, work: Path, prepare_config: str | Path, image_size: int) -> Path:
@@ -120,66 +109,6 @@ def _synthesise(model, labels: torch.Tensor, per_map: int, seed: int, magnitude_
 
 
 # ----------------------------------------------------------------------------------------- segmentation
-def train_segmenter(
-    images: torch.Tensor,
-    labels: torch.Tensor,
-    *,
-    steps: int,
-    weights: torch.Tensor | None = None,
-    batch_size: int = 8,
-    features: Sequence[int] = (8, 16, 32, 64, 64, 8),
-    lr: float = 3e-3,
-    max_shift: int = 4,
-    noise: float = 0.05,
-    seed: int = 0,
-    device: str | torch.device = "cpu",
-) -> torch.nn.Module:
-    """Train a MONAI ``BasicUNet`` (1 channel in, one logit per label out) for exactly ``steps`` minibatches.
-
-    Args:
-        images: (N, 1, H, W) CTs in [-1, 1]; labels: (N, 1, H, W) int64 label indices.
-        steps: minibatches of ``batch_size`` pairs, drawn with replacement proportionally to ``weights``
-            (default uniform): equal ``steps`` give equal updates whatever the data size.
-        max_shift: random circular shift (pixels, both axes, the same for CT and map) per batch.
-        noise: largest standard deviation of the Gaussian noise added to a CT (drawn per image), so that
-            the network does not key on one scanner's noise level.
-        seed: the initialisation and every random draw.
-
-    Returns:
-        the network in eval mode.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=len(SEGMENT_NAMES), features=tuple(features))
-    net = net.to(device).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    n = images.shape[0]
-    p = torch.ones(n, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-    for _ in range(int(steps)):
-        idx = torch.multinomial(p, batch_size, replacement=True, generator=gen)
-        x, y = images[idx], labels[idx]
-        if max_shift > 0:
-            s0, s1 = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen).tolist()
-            x, y = torch.roll(x, (s0, s1), dims=(2, 3)), torch.roll(y, (s0, s1), dims=(2, 3))
-        if noise > 0:
-            sigma = torch.rand(batch_size, 1, 1, 1, generator=gen) * noise
-            x = (x + sigma * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x.to(device)), y.to(device))
-        loss.backward()
-        optimizer.step()
-    return net.eval()
-
-
-@torch.no_grad()
-def _segment(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 16) -> torch.Tensor:
-    device = next(net.parameters()).device
-    return torch.cat([net(images[s : s + batch_size].to(device)).argmax(1, keepdim=True).cpu()
-                      for s in range(0, images.shape[0], batch_size)])
-
-
 def organ_dice(pred: torch.Tensor, ref: torch.Tensor) -> dict[str, float | None]:
     """Dice of every organ of :data:`ORGANS` over all slices pooled (label indices, any equal shapes):
     ``2 |P & R| / (|P| + |R|)``; None for an organ absent from both."""
@@ -242,7 +171,7 @@ def run_utility(
         synthetic_share: expected share of synthetic pairs in a batch of the real+synthetic arm.
         seg_steps, seg_batch_size, seg_features: every arm's segmentation network.
     """
-    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter(), time.process_time()
     dataset_dir = Path(dataset_dir)
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
@@ -254,7 +183,7 @@ def run_utility(
         held_x, held_y = _load_pairs(datalist["evaluation"])
         patients = [e["patient_id"] for e in training]
         for seed in seeds:
-            subsets, rest = study_splits(patients, sizes, seed)
+            subsets, rest = patient_splits(patients, sizes, seed)
             rest_idx = [i for i, p in enumerate(patients) if p in rest]
             test_x, test_y = torch.cat([pool_x[rest_idx], held_x]), torch.cat([pool_y[rest_idx], held_y])
             for size, chosen in subsets.items():
@@ -271,9 +200,9 @@ def run_utility(
                                         perturb_magnitude_px, perturb_smoothness_px, device)
                 for arm in ARMS:
                     x, y, weights = arm_data(arm, real, synthetic, synthetic_share)
-                    net = train_segmenter(x, y, steps=seg_steps, weights=weights, batch_size=seg_batch_size,
-                                          features=seg_features, seed=seed, device=device)
-                    dice = organ_dice(_segment(net, test_x), test_y)
+                    net = train_segmenter(x, y, num_classes=len(SEGMENT_NAMES), steps=seg_steps, weights=weights,
+                                          batch_size=seg_batch_size, features=seg_features, seed=seed, device=device)
+                    dice = organ_dice(segment(net, test_x), test_y)
                     mean = float(np.mean([v for v in dice.values() if v is not None]))
                     runs.append({"size": size, "seed": seed, "arm": arm, "value": mean, "per_organ": dice,
                                  "steps": seg_steps, "patients": chosen,
@@ -313,15 +242,9 @@ def run_utility(
             "runs": runs,
             "gans": gans,
             "summary": summary,
-            "targets": TARGETS,
-            "passed": check_targets(summary),
-            "time": {"wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - start_cpu,
-                     "torch_threads": torch.get_num_threads()},
         }
-        write_utility_result(work, result)
-        save_utility_figure(result, work / "utility.png")
-        write_run_info(work, run_info(KIND, settings=settings, datalist=dataset_dir / "datalist.json",
-                                      seed=int(seeds[0])))
+        result = write_study(work, result, kind=KIND, settings=settings, datalist=dataset_dir / "datalist.json",
+                             seed=int(seeds[0]), started=started)
     logger.info("utility study written to %s (%.0f s wall, %.0f s CPU)", utility_dir, result["time"]["wall_s"],
                 result["time"]["cpu_s"])
     return result

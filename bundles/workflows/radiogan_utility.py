@@ -35,18 +35,15 @@ from bundles.evaluation.classifier import conditional_accuracy, predict, train_c
 from bundles.evaluation.metrics import MS_SSIM_MIN_SIDE, SampleSets, compute_metrics
 from bundles.evaluation.utility import (
     ARMS,
-    TARGETS,
     arm_data,
-    check_targets,
-    save_utility_figure,
     select_per_class,
     summarise_runs,
     train_with_config,
-    write_utility_result,
+    write_study,
 )
 from bundles.fileio import atomic_dir
 from bundles.models import read_model
-from bundles.runs import RUN_INFO, run_info, write_run_info
+from bundles.runs import RUN_INFO
 from bundles.workflows.radiogan_inference import fixed_latents
 from bundles.workflows.radiogan_prepare import load_datalist, load_images
 
@@ -140,7 +137,7 @@ def run_utility(
         classifier_steps, classifier_batch_size, classifier_width, classifier_smooth_px: every arm's classifier
             (:func:`bundles.evaluation.classifier.train_classifier`; ``smooth_px`` > 0 smooths its input).
     """
-    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter(), time.process_time()
     datalist = load_datalist(dataset_dir)
     class_names = list(datalist["classes"])
     pool = list(datalist["training"])
@@ -197,15 +194,9 @@ def run_utility(
             "runs": runs,
             "gans": gans,
             "summary": summary,
-            "targets": TARGETS,
-            "passed": check_targets(summary),
-            "time": {"wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - start_cpu,
-                     "torch_threads": torch.get_num_threads()},
         }
-        write_utility_result(work, result)
-        save_utility_figure(result, work / "utility.png")
-        write_run_info(work, run_info(KIND, settings=settings, datalist=Path(dataset_dir) / "datalist.json",
-                                      seed=int(seeds[0])))
+        result = write_study(work, result, kind=KIND, settings=settings, datalist=Path(dataset_dir) / "datalist.json",
+                             seed=int(seeds[0]), started=started)
     logger.info("utility study written to %s (%.0f s wall, %.0f s CPU)", utility_dir, result["time"]["wall_s"],
                 result["time"]["cpu_s"])
     return result

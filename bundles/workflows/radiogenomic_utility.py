@@ -34,28 +34,25 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 import torch
-from monai.losses import DiceCELoss
-from monai.networks.nets import BasicUNet
 
 from bundles.evaluation.nodules import contains_nodule
 from bundles.evaluation.utility import (
     ARMS,
-    TARGETS,
     arm_data,
-    check_targets,
-    save_utility_figure,
-    select_patients,
+    patient_splits,
+    segment,
     summarise_runs,
+    train_segmenter,
     train_with_config,
-    write_utility_result,
+    write_study,
 )
 from bundles.fileio import atomic_dir
 from bundles.models import read_model
-from bundles.runs import RUN_INFO, run_info, write_run_info
+from bundles.runs import RUN_INFO
 from bundles.transforms.intensity import ScaleHU, hu_from_scaled
 from bundles.workflows.radiogenomic_prepare import load_datalist, training_items
 
-__all__ = ["gan_overrides", "nodule_dice", "run_utility", "study_splits", "synthesise_pairs", "train_segmenter"]
+__all__ = ["gan_overrides", "nodule_dice", "run_utility", "synthesise_pairs"]
 
 KIND = "radiogenomic utility"
 
@@ -74,13 +71,6 @@ def _load_backgrounds(entries: Sequence[Mapping]) -> torch.Tensor:
     """Background slices -> (N, 1, S, S) in [-1, 1]."""
     images = np.stack([np.asarray(nib.load(e["image"]).dataobj, np.float32).squeeze() for e in entries])
     return ScaleHU()(torch.from_numpy(images)).as_subclass(torch.Tensor).float()[:, None]
-
-
-def study_splits(patients: Sequence[str], sizes: Sequence[int], seed: int) -> tuple[dict[int, list[str]], list[str]]:
-    """For one seed: ``{size: patients of the subset}`` (nested) and the training patients outside the largest."""
-    subsets = {int(k): select_patients(patients, int(k), seed) for k in sizes}
-    used = set(subsets[max(subsets)])
-    return subsets, sorted(p for p in set(patients) if p not in used)
 
 
 def gan_overrides(datalist: Mapping, patients: Sequence[str], *, iterations: int, seed: int, epoch_length: int = 50,
@@ -132,57 +122,6 @@ def synthesise_pairs(generator, genes: torch.Tensor, backgrounds: torch.Tensor, 
     return images[keep_t], masks[keep_t].long(), int((~keep).sum())
 
 
-def train_segmenter(images: torch.Tensor, masks: torch.Tensor, *, steps: int, weights: torch.Tensor | None = None,
-                    batch_size: int = 8, features: Sequence[int] = (8, 16, 32, 64, 64, 8), lr: float = 3e-3,
-                    max_shift: int = 4, noise: float = 0.05, seed: int = 0,
-                    device: str | torch.device = "cpu") -> torch.nn.Module:
-    """Train a MONAI ``BasicUNet`` (background / nodule logits) for exactly ``steps`` minibatches.
-
-    Args:
-        images: (N, 1, S, S) CTs in [-1, 1]; masks: (N, 1, S, S) int64 {0, 1}.
-        steps: minibatches of ``batch_size`` slices drawn with replacement proportionally to ``weights`` (default
-            uniform): equal ``steps`` give equal updates whatever the data size.
-        max_shift: random circular shift (pixels) and random flips, the same for CT and mask, per batch.
-        noise: largest standard deviation of the Gaussian noise added to a CT (drawn per image).
-        seed: the initialisation and every random draw.
-
-    Returns:
-        the network in eval mode.
-    """
-    gen = torch.Generator().manual_seed(seed)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
-        net = BasicUNet(spatial_dims=2, in_channels=1, out_channels=2, features=tuple(features))
-    net = net.to(device).train()
-    optimizer = torch.optim.Adam(net.parameters(), lr=lr)
-    loss_fn = DiceCELoss(to_onehot_y=True, softmax=True)
-    n = images.shape[0]
-    p = torch.ones(n, dtype=torch.float64) if weights is None else torch.as_tensor(weights, dtype=torch.float64)
-    for _ in range(int(steps)):
-        idx = torch.multinomial(p, batch_size, replacement=True, generator=gen)
-        x, y = images[idx], masks[idx]
-        s0, s1 = torch.randint(-max_shift, max_shift + 1, (2,), generator=gen).tolist()
-        x, y = torch.roll(x, (s0, s1), dims=(2, 3)), torch.roll(y, (s0, s1), dims=(2, 3))
-        flips = [d for d, f in zip((2, 3), torch.rand(2, generator=gen).tolist(), strict=True) if f < 0.5]
-        if flips:
-            x, y = torch.flip(x, flips), torch.flip(y, flips)
-        if noise > 0:
-            sigma = torch.rand(batch_size, 1, 1, 1, generator=gen) * noise
-            x = (x + sigma * torch.randn(x.shape, generator=gen)).clamp(-1, 1)
-        optimizer.zero_grad(set_to_none=True)
-        loss = loss_fn(net(x.to(device)), y.to(device))
-        loss.backward()
-        optimizer.step()
-    return net.eval()
-
-
-@torch.no_grad()
-def _segment(net: torch.nn.Module, images: torch.Tensor, batch_size: int = 32) -> torch.Tensor:
-    device = next(net.parameters()).device
-    return torch.cat([net(images[s : s + batch_size].to(device)).argmax(1, keepdim=True).cpu()
-                      for s in range(0, images.shape[0], batch_size)])
-
-
 def nodule_dice(pred: torch.Tensor, ref: torch.Tensor) -> float:
     """Dice of the nodule (label 1) over all slices pooled: ``2 |P & R| / (|P| + |R|)`` (1 when both are empty)."""
     p, r = pred == 1, ref == 1
@@ -220,7 +159,7 @@ def run_utility(
         synthetic_share: expected share of synthetic slices in a batch of the real+synthetic arm.
         seg_steps, seg_batch_size, seg_features: every arm's segmentation network.
     """
-    start_wall, start_cpu = time.perf_counter(), time.process_time()
+    started = time.perf_counter(), time.process_time()
     dataset_dir = Path(dataset_dir)
     datalist = load_datalist(dataset_dir)
     training = list(datalist["training"])
@@ -230,7 +169,7 @@ def run_utility(
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
         for seed in seeds:
-            subsets, rest = study_splits(patients, sizes, seed)
+            subsets, rest = patient_splits(patients, sizes, seed)
             rest_idx = [i for i, p in enumerate(patients) if p in rest]
             test_x, test_y = torch.cat([pool_x[rest_idx], held_x]), torch.cat([pool_y[rest_idx], held_y])
             for size, chosen in subsets.items():
@@ -249,9 +188,9 @@ def run_utility(
                                                          synthetic_per_patient, seed, device)
                 for arm in ARMS:
                     x, y, weights = arm_data(arm, real, (syn_x, syn_y), synthetic_share)
-                    net = train_segmenter(x, y, steps=seg_steps, weights=weights, batch_size=seg_batch_size,
-                                          features=seg_features, seed=seed, device=device)
-                    dice = nodule_dice(_segment(net, test_x), test_y)
+                    net = train_segmenter(x, y, num_classes=2, steps=seg_steps, weights=weights, flips=True,
+                                          batch_size=seg_batch_size, features=seg_features, seed=seed, device=device)
+                    dice = nodule_dice(segment(net, test_x, batch_size=32), test_y)
                     runs.append({"size": size, "seed": seed, "arm": arm, "value": dice, "steps": seg_steps,
                                  "patients": chosen, "train_real": int(real[0].shape[0]) if arm != "synthetic" else 0,
                                  "train_synthetic": int(syn_x.shape[0]) if arm != "real" else 0,
@@ -284,15 +223,9 @@ def run_utility(
             "runs": runs,
             "gans": gans,
             "summary": summary,
-            "targets": TARGETS,
-            "passed": check_targets(summary),
-            "time": {"wall_s": time.perf_counter() - start_wall, "cpu_s": time.process_time() - start_cpu,
-                     "torch_threads": torch.get_num_threads()},
         }
-        write_utility_result(work, result)
-        save_utility_figure(result, work / "utility.png")
-        write_run_info(work, run_info(KIND, settings=settings, datalist=dataset_dir / "datalist.json",
-                                      seed=int(seeds[0])))
+        result = write_study(work, result, kind=KIND, settings=settings, datalist=dataset_dir / "datalist.json",
+                             seed=int(seeds[0]), started=started)
     logger.info("utility study written to %s (%.0f s wall, %.0f s CPU)", utility_dir, result["time"]["wall_s"],
                 result["time"]["cpu_s"])
     return result
