@@ -214,8 +214,10 @@ FAST = {"num_backgrounds": 4, "num_noise": 2, "cv_shuffles": 5, "null_permutatio
 def test_evaluation_of_an_identity_generator_has_known_numbers(tiny, tmp_path):
     from bundles.workflows.radiogenomic_evaluation import evaluate
 
+    from test_radiogan_workflows import fake_utility, orange_pixels
+
     metrics = evaluate(_wrapped(IdentityGenerator()), tiny["dataset"], tmp_path / "evaluation",
-                       truth_csv=tiny["raw"] / "phenotypes.csv", **FAST)
+                       truth_csv=tiny["raw"] / "phenotypes.csv", utility_dir=fake_utility(tmp_path / "utility"), **FAST)
     proposed = metrics["models"]["proposed"]
     for region in ("whole_slice", "background_region"):
         assert proposed["table1"][region]["mse"] == 0 and proposed["table1"][region]["psnr"] == 100.0
@@ -246,6 +248,7 @@ def test_evaluation_of_an_identity_generator_has_known_numbers(tiny, tmp_path):
         assert (tmp_path / "evaluation" / name).stat().st_size > 100
     summary = plt.imread(tmp_path / "evaluation" / "summary.png")
     assert summary.ndim == 3 and summary.shape[0] > 600 and summary[..., :3].std() > 0.05
+    assert orange_pixels(tmp_path / "evaluation" / "summary.png") > 30  # the utility curve (one model: no orange dots)
 
 
 @pytest.mark.slow

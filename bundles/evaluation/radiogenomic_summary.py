@@ -4,7 +4,7 @@ Panels: synthesis examples (each profile's real nodule, the background, the gene
 code's t-SNE; k-NN phenotype accuracy of each gene representation over CV shuffles beside its shuffled-label
 null; generated vs real diameter and mean HU per profile; and the main numbers as text (Table 1 with the nodule
 fraction, two-sample AUCs, gene- vs noise-swap sensitivity, the judge and controllability, the shared metrics on
-nodule patches, which acceptance targets hold).
+nodule patches, which acceptance targets hold); the utility study's curve when it has run.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bundles.evaluation.utility import plot_utility_curve
 from bundles.figures import plt, save_figure
 
 __all__ = ["plot_summary", "summary_lines"]
@@ -82,8 +83,9 @@ def summary_lines(report: dict, results: dict) -> list[str]:
 
 
 def plot_summary(report: dict, results: dict, examples: list[tuple[str, torch.Tensor]], embeddings: dict,
-                 clusters, phenotypes, path) -> Path:
-    """Write the one-page summary of the evaluation (see the module docstring)."""
+                 clusters, phenotypes, path, utility: dict | None = None) -> Path:
+    """Write the one-page summary of the evaluation (see the module docstring); with ``utility`` (a utility
+    study's result) its curve beside the numbers."""
     fig = plt.figure(figsize=(16, 13))
     grid = fig.add_gridspec(3, 3, height_ratios=[1.25, 1.0, 0.95])
     ax = fig.add_subplot(grid[0, :2])
@@ -141,9 +143,14 @@ def plot_summary(report: dict, results: dict, examples: list[tuple[str, torch.Te
         ax.legend(fontsize=7)
         ax.set_title(f"generated vs real {label}, one point per profile", fontsize=9)
 
-    ax = fig.add_subplot(grid[2, :])
+    ax = fig.add_subplot(grid[2, :2] if utility else grid[2, :])
     ax.set_axis_off()
-    ax.text(0.0, 1.0, "\n".join(summary_lines(report, results)), va="top", ha="left", family="monospace", fontsize=8)
+    lines = summary_lines(report, results)
+    if not utility:
+        lines.append("utility: no result yet (run the `utility` command, then evaluate again)")
+    ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8)
+    if utility:
+        plot_utility_curve(fig.add_subplot(grid[2, 2]), utility)
     fig.suptitle("Radiogenomic evaluation", fontsize=12)
     fig.tight_layout()
     save_figure(fig, path, dpi=80)

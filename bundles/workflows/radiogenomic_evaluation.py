@@ -94,6 +94,7 @@ from bundles.evaluation.radiogenomic_summary import plot_summary
 from bundles.evaluation.radiomics import FEATURES as RADIOMIC_FEATURES
 from bundles.evaluation.radiomics import radiomic_features
 from bundles.evaluation.regional import regional_metrics, to_unit_range
+from bundles.evaluation.utility import read_utility_result
 from bundles.figures import save_image_grid
 from bundles.fileio import atomic_dir, atomic_write_text
 from bundles.losses.radiogenomic import eroded_background
@@ -513,6 +514,7 @@ def evaluate(
     metrics: Sequence[str] = DEFAULT_METRICS,
     metric_options: dict | None = None,
     num_bootstrap: int = 1000,
+    utility_dir: str | Path | None = None,
     settings: dict | None = None,
 ) -> dict:
     """Run the evaluation described in the module docstring; returns what metrics.json holds.
@@ -530,8 +532,10 @@ def evaluate(
         cv_shuffles: CV shuffles of the k-NN accuracies; null_permutations: label permutations of the null.
         radiomics_per_cluster: patients per proposed-code cluster whose nodules MIRP describes.
         metrics, metric_options, num_bootstrap: the shared metrics on nodule patches (:mod:`bundles.evaluation.metrics`).
+        utility_dir: a finished utility study (``utility.json``) whose curve ``summary.png`` shows, if any.
     """
     check_metrics(metrics, metric_options, num_bootstrap)
+    utility = read_utility_result(utility_dir)
     datalist = load_datalist(dataset_dir)
     subjects = load_subjects(datalist)
     ids = subjects["patient_ids"]
@@ -637,7 +641,7 @@ def evaluate(
                                    display=lambda x: ((x[0].numpy().T + 1.0) / 2.0))
         examples = _synthesis_columns(subjects, backgrounds, fakes)
         save_image_grid(examples, work / "synthesis.png", title="one background, one row per gene profile")
-        plot_summary(report, results, examples, embeddings, clusters, shown, work / "summary.png")
+        plot_summary(report, results, examples, embeddings, clusters, shown, work / "summary.png", utility)
         write_run_info(work, run_info(KIND, settings=settings, datalist=Path(dataset_dir) / "datalist.json", seed=seed))
     logger.info("evaluation written to %s", output_dir)
     return {**report, "metrics": results}
