@@ -3,7 +3,9 @@
 ``required_packages_version`` is derived, not typed: the modules a bundle's configs name (``$import ...`` and
 ``_target_`` values) and, transitively, everything those modules of this project import, mapped to their
 installed distributions (this project's own ``gan-bundles`` included; MONAI, PyTorch and NumPy have their own
-fields). ``eval_metrics`` is written from the numbers of the evaluation measured last.
+fields). ``eval_metrics`` is written from the ``metrics.json`` of the evaluation measured last: the value of
+every shared metric the bundle's ``evaluate.json`` lists (``metrics``) and the bundle's own headline numbers,
+named with their dotted paths in ``metrics.json`` by ``evaluate.json``'s ``eval_metrics`` entry.
 """
 
 from __future__ import annotations
@@ -14,8 +16,10 @@ import re
 import sys
 from importlib import metadata
 from pathlib import Path
+from typing import Any
 
 from bundles import REPO_ROOT
+from bundles.errors import BundleInputError
 
 OWN_FIELDS = {"monai": "monai_version", "torch": "pytorch_version", "numpy": "numpy_version"}
 PROJECT_DISTRIBUTION = "gan-bundles"
@@ -88,8 +92,42 @@ def _major_minor_patch(version: str) -> str:
     return version.split("+")[0]
 
 
-def update_versions(bundle_dir: str | Path) -> dict:
-    """Write the installed versions into the bundle's metadata.json; returns the new metadata."""
+def _lookup(results: dict, dotted: str, source: Path):
+    value: Any = results
+    for part in dotted.split("."):
+        if not isinstance(value, dict) or part not in value:
+            raise BundleInputError(f"no entry {dotted!r} (missing {part!r})", path=source,
+                                   hint="run the bundle's evaluation with the current code, or fix eval_metrics in "
+                                        "configs/evaluate.json")
+        value = value[part]
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise BundleInputError(f"entry {dotted!r} is {value!r}, not a number", path=source,
+                               hint="point eval_metrics in configs/evaluate.json at a numeric entry")
+    return value
+
+
+def measured_eval_metrics(bundle_dir: str | Path, metrics_file: str | Path) -> dict[str, float]:
+    """``eval_metrics`` from an evaluation's ``metrics.json``: every listed shared metric's value (those the
+    evaluation could not compute, null in the file, are left out) and the headline numbers named in
+    ``evaluate.json``'s ``eval_metrics`` (``{name: dotted path}``), rounded to 4 significant digits."""
+    evaluate = json.loads((Path(bundle_dir) / "configs" / "evaluate.json").read_text())
+    source = Path(metrics_file)
+    try:
+        results = json.loads(source.read_text())
+    except (OSError, ValueError) as err:
+        raise BundleInputError(f"cannot read the evaluation's metrics ({err})", path=source,
+                               hint="run the bundle's evaluation first (make demo runs it)") from None
+    measured = {name: _lookup(results, path, source) for name, path in evaluate.get("eval_metrics", {}).items()}
+    for name in evaluate.get("metrics", []):
+        value = results.get("metrics", {}).get(name, {}).get("value")
+        if value is not None:
+            measured[name] = value
+    return {name: float(f"{value:.4g}") for name, value in measured.items()}
+
+
+def update_metadata(bundle_dir: str | Path, metrics_file: str | Path | None = None, note: str = "") -> dict:
+    """Write the installed versions, and when ``metrics_file`` is given the measured ``eval_metrics`` (with
+    ``note`` saying where they come from), into the bundle's metadata.json; returns the new metadata."""
     from bundles.fileio import atomic_write_text
 
     path = Path(bundle_dir) / "configs" / "metadata.json"
@@ -97,5 +135,7 @@ def update_versions(bundle_dir: str | Path) -> dict:
     for module, key in OWN_FIELDS.items():
         meta[key] = _major_minor_patch(metadata.version(module))
     meta["required_packages_version"] = required_packages(bundle_dir)
+    if metrics_file is not None:
+        meta["eval_metrics"] = {**measured_eval_metrics(bundle_dir, metrics_file), "note": note}
     atomic_write_text(json.dumps(meta, indent=4) + "\n", path)
     return meta
