@@ -12,7 +12,8 @@ import pytest
 from bundle_cases import CASE_BY_NAME, REPO
 
 from bundles import bundle_names
-from bundles.metadata import required_packages
+from bundles.errors import BundleInputError
+from bundles.metadata import measured_eval_metrics, required_packages
 
 SCHEMA = REPO / "tests" / "data" / "meta_schema_20240725.json"
 BUNDLES = bundle_names()
@@ -71,10 +72,26 @@ def test_eval_metrics_are_measured_numbers(name):
 
     metrics = {k: v for k, v in meta["eval_metrics"].items() if k != "note"}
     assert metrics and numbers(metrics), meta["eval_metrics"]
+    evaluate = json.loads((REPO / f"{name}_bundle" / "configs" / "evaluate.json").read_text())
+    assert set(metrics) <= set(evaluate["eval_metrics"]) | set(evaluate["metrics"])  # what the evaluation measures
+    assert set(evaluate["eval_metrics"]) <= set(metrics) and meta["eval_metrics"]["note"]
+
+
+def test_eval_metrics_are_read_from_an_evaluations_metrics_json(tmp_path):
+    bundle = tmp_path / "toy_bundle"
+    (bundle / "configs").mkdir(parents=True)
+    (bundle / "configs" / "evaluate.json").write_text(json.dumps(
+        {"metrics": ["fid", "kid"], "eval_metrics": {"dice": "summary.dice.mean"}}))
+    results = {"summary": {"dice": {"mean": 0.812345}}, "metrics": {"fid": {"value": 12.3456}, "kid": {"value": None}}}
+    (tmp_path / "metrics.json").write_text(json.dumps(results))
+    assert measured_eval_metrics(bundle, tmp_path / "metrics.json") == {"dice": 0.8123, "fid": 12.35}
+    (tmp_path / "old.json").write_text(json.dumps({"metrics": {}}))
+    with pytest.raises(BundleInputError, match="summary.dice"):
+        measured_eval_metrics(bundle, tmp_path / "old.json")
 
 
 RUN_IDS = {"prepare.json": "preparation", "train.json": "training", "inference.json": "inference",
-           "evaluate.json": "evaluation"}
+           "evaluate.json": "evaluation", "utility.json": "utility"}
 
 
 @pytest.mark.parametrize("name", BUNDLES)
