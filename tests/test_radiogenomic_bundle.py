@@ -212,9 +212,9 @@ FAST = {"num_backgrounds": 4, "num_noise": 2, "cv_shuffles": 5, "null_permutatio
 
 @pytest.mark.slow
 def test_evaluation_of_an_identity_generator_has_known_numbers(tiny, tmp_path):
-    from bundles.workflows.radiogenomic_evaluation import evaluate
-
     from test_radiogan_workflows import fake_utility, orange_pixels
+
+    from bundles.workflows.radiogenomic_evaluation import evaluate
 
     metrics = evaluate(_wrapped(IdentityGenerator()), tiny["dataset"], tmp_path / "evaluation",
                        truth_csv=tiny["raw"] / "phenotypes.csv", utility_dir=fake_utility(tmp_path / "utility"), **FAST)

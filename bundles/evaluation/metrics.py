@@ -437,19 +437,19 @@ def compute_metrics(
                                     **(options or {}).get(name, {}))
         if set(result) != set(RESULT_KEYS):
             raise RuntimeError(f"metric {name} returned keys {sorted(result)}, expected {RESULT_KEYS}")
-        results[name] = _json_safe(result)
+        results[name] = json_safe(result)
         logger.info("metric %s = %s (%.1f s)", name, results[name]["value"], time.perf_counter() - start)
     return results
 
 
-def _json_safe(obj: Any) -> Any:
+def json_safe(obj: Any) -> Any:
     """Plain JSON types: numpy / torch scalars and arrays -> Python, NaN and infinities -> None."""
     if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
+        return {str(k): json_safe(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_json_safe(v) for v in obj]
+        return [json_safe(v) for v in obj]
     if isinstance(obj, (torch.Tensor, np.ndarray)):
-        return _json_safe(obj.tolist())
+        return json_safe(obj.tolist())
     if isinstance(obj, (bool, np.bool_)):
         return bool(obj)
     if isinstance(obj, (int, np.integer)):
@@ -471,7 +471,7 @@ def write_metrics_json(path: str | Path, results: dict[str, dict], **extra: Any)
     """
     if "metrics" in extra:
         raise ValueError("'metrics' is the key of the registry's results; give the extra entry another name")
-    text = json.dumps(_json_safe({**extra, "metrics": results}), indent=1, allow_nan=False)
+    text = json.dumps(json_safe({**extra, "metrics": results}), indent=1, allow_nan=False)
     path = Path(path)
     atomic_write_text(text + "\n", path)
     return path

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from bundles.evaluation.utility import plot_utility_curve
+from bundles.evaluation.utility import numbers_panel
 from bundles.figures import plt, save_figure
 
 __all__ = ["plot_summary", "summary_lines"]
@@ -143,14 +143,7 @@ def plot_summary(report: dict, results: dict, examples: list[tuple[str, torch.Te
         ax.legend(fontsize=7)
         ax.set_title(f"generated vs real {label}, one point per profile", fontsize=9)
 
-    ax = fig.add_subplot(grid[2, :2] if utility else grid[2, :])
-    ax.set_axis_off()
-    lines = summary_lines(report, results)
-    if not utility:
-        lines.append("utility: no result yet (run the `utility` command, then evaluate again)")
-    ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", family="monospace", fontsize=8)
-    if utility:
-        plot_utility_curve(fig.add_subplot(grid[2, 2]), utility)
+    numbers_panel(fig, grid[2, :], summary_lines(report, results), utility, fontsize=8)
     fig.suptitle("Radiogenomic evaluation", fontsize=12)
     fig.tight_layout()
     save_figure(fig, path, dpi=80)

@@ -30,6 +30,7 @@ import torch
 from scipy import stats
 
 from bundles.errors import BundleInputError
+from bundles.evaluation.metrics import json_safe
 from bundles.figures import plt, save_figure
 from bundles.fileio import atomic_write_text
 from bundles.runs import run_info, write_run_info
@@ -41,6 +42,7 @@ __all__ = [
     "arm_data",
     "check_study_settings",
     "check_targets",
+    "numbers_panel",
     "paired_interval",
     "patient_splits",
     "plot_utility_curve",
@@ -340,7 +342,7 @@ def check_targets(summary: Mapping[str, Mapping], targets: Mapping[str, float] =
 def write_utility_result(folder: str | Path, result: Mapping) -> Path:
     """Write ``folder/utility.json`` atomically (NaN -> null)."""
     path = Path(folder) / RESULT_FILE
-    atomic_write_text(json.dumps(_plain(result), indent=1, allow_nan=False) + "\n", path)
+    atomic_write_text(json.dumps(json_safe(result), indent=1, allow_nan=False) + "\n", path)
     return path
 
 
@@ -373,19 +375,6 @@ def read_utility_result(folder: str | Path | None) -> dict | None:
     return result
 
 
-def _plain(obj: Any) -> Any:
-    if isinstance(obj, Mapping):
-        return {str(k): _plain(v) for k, v in obj.items()}
-    if isinstance(obj, (list, tuple)):
-        return [_plain(v) for v in obj]
-    if isinstance(obj, (np.integer,)):
-        return int(obj)
-    if isinstance(obj, (float, np.floating)):
-        return float(obj) if math.isfinite(float(obj)) else None
-    if isinstance(obj, Path):
-        return str(obj)
-    return obj
-
 
 # ------------------------------------------------------------------------------------------------- figure
 def plot_utility_curve(ax, result: Mapping) -> None:
@@ -416,6 +405,19 @@ def plot_utility_curve(ax, result: Mapping) -> None:
     ax.legend(fontsize=7, loc="lower right")
     ax.tick_params(labelsize=7)
     ax.set_title(f"utility on held-out real images ({len(result['seeds'])} seeds, 95 % CI)", fontsize=8)
+
+
+def numbers_panel(fig, slot, lines: Sequence[str], utility: Mapping | None, fontsize: int = 7) -> None:
+    """Fill ``slot`` (a gridspec cell of a bundle's ``summary.png``) with the main numbers as monospace text and,
+    when a utility study's result exists, its curve below them (else a line saying how to get one)."""
+    inner = slot.subgridspec(2, 1, height_ratios=[1.1, 1]) if utility else None
+    ax = fig.add_subplot(inner[0] if utility else slot)
+    if not utility:
+        lines = [*lines, "utility: no result yet (run the `utility` command, then evaluate again)"]
+    ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=fontsize, family="monospace")
+    ax.set_axis_off()
+    if utility:
+        plot_utility_curve(fig.add_subplot(inner[1]), utility)
 
 
 def save_utility_figure(result: Mapping, path: str | Path) -> Path:

@@ -61,7 +61,7 @@ from bundles.evaluation.style_metrics import (
     organ_mean_hu,
     threshold_resegmentation,
 )
-from bundles.evaluation.utility import plot_utility_curve, read_utility_result
+from bundles.evaluation.utility import numbers_panel, read_utility_result
 from bundles.figures import plt, save_figure
 from bundles.fileio import atomic_dir
 from bundles.models import Model
@@ -360,8 +360,6 @@ def _save_summary(path: Path, examples, results: dict, extra: dict, utility: dic
         panels += [(fakes[i, 0], f"generated, seed {extra['seeds'][i]}") for i in range(cols - 2)]
         for c, (image, title) in enumerate(panels):
             _show(fig.add_subplot(grid[r, c]), image, title)
-    right = grid[:, cols].subgridspec(2, 1, height_ratios=[1.1, 1]) if utility else None
-    text_ax = fig.add_subplot(right[0] if utility else grid[:, cols])
     s = extra["summary"]
     lines = [f"ctstyle, {extra['counts']['generated']} generated ({extra['counts']['maps']} held-out maps x "
              f"{extra['counts']['seeds']} seeds) / {extra['counts']['training']} training / "
@@ -371,12 +369,7 @@ def _save_summary(path: Path, examples, results: dict, extra: dict, utility: dic
              f"seed_ms_ssim {_num(s['seed_ms_ssim'])}{_ci(s['seed_ms_ssim_ci']['ci95'])} (target < 0.99)"]
     lines += [format_result(name, r) for name, r in results.items()]
     lines.append("passed: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in extra["passed"].items()))
-    if not utility:
-        lines.append("utility: no result yet (run the `utility` command, then evaluate again)")
-    text_ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7, family="monospace")
-    text_ax.set_axis_off()
-    if utility:
-        plot_utility_curve(fig.add_subplot(right[1]), utility)
+    numbers_panel(fig, grid[:, cols], lines, utility)
     fig.suptitle("ctstyle: CTs generated from held-out maps beside the real CTs; main numbers (95 % CI, ref = real)",
                  fontsize=9)
     fig.tight_layout()

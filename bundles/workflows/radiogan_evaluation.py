@@ -42,7 +42,7 @@ from bundles.evaluation.metrics import (
     save_closest_pairs,
     write_metrics_json,
 )
-from bundles.evaluation.utility import plot_utility_curve, read_utility_result
+from bundles.evaluation.utility import numbers_panel, read_utility_result
 from bundles.figures import plt, save_figure, save_strip, to_display
 from bundles.fileio import atomic_dir, atomic_torch_save
 from bundles.models import Model
@@ -272,8 +272,6 @@ def _save_summary(path: Path, real, generated, class_names, results: dict, extra
                 ax.set_title("held-out real" if c < num_real else "generated", fontsize=7)
             if c == 0:
                 ax.set_ylabel(name, fontsize=8)
-    right = grid[:, cols].subgridspec(2, 1, height_ratios=[1.1, 1]) if utility else None
-    text_ax = fig.add_subplot(right[0] if utility else grid[:, cols])
     acc, held = extra["conditional_accuracy"], extra["classifier_heldout_accuracy"]
     lines = [f"RadioGAN, {extra['counts']['generated']} generated / {extra['counts']['training']} training / "
              f"{extra['counts']['heldout']} held-out MIPs",
@@ -281,12 +279,7 @@ def _save_summary(path: Path, real, generated, class_names, results: dict, extra
              f" (judge on held-out real {held['mean']:.3f})"]
     lines += [format_result(name, r) for name, r in results.items()]
     lines.append("passed: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in extra["passed"].items()))
-    if not utility:
-        lines.append("utility: no result yet (run the `utility` command, then evaluate again)")
-    text_ax.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7, family="monospace")
-    text_ax.set_axis_off()
-    if utility:
-        plot_utility_curve(fig.add_subplot(right[1]), utility)
+    numbers_panel(fig, grid[:, cols], lines, utility)
     fig.suptitle("RadioGAN: held-out real MIPs beside generated ones per class; main numbers (95 % CI, ref = real)",
                  fontsize=9)
     fig.tight_layout()
