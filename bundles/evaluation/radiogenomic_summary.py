@@ -93,7 +93,7 @@ def plot_summary(report: dict, results: dict, examples: list[tuple[str, torch.Te
     ax.imshow(mosaic, cmap="gray", vmin=0, vmax=1)
     side = mosaic.shape[1] / len(names)
     ax.set_xticks([side * (i + 0.5) for i in range(len(names))])
-    ax.set_xticklabels(names, fontsize=8)
+    ax.set_xticklabels(names, fontsize=7, rotation=25, ha="right")
     ax.set_yticks([])
     ax.set_title("synthesis: one background, one row per gene profile", fontsize=10)
 
@@ -143,7 +143,7 @@ def plot_summary(report: dict, results: dict, examples: list[tuple[str, torch.Te
         ax.legend(fontsize=7)
         ax.set_title(f"generated vs real {label}, one point per profile", fontsize=9)
 
-    numbers_panel(fig, grid[2, :], summary_lines(report, results), utility, fontsize=8)
+    numbers_panel(fig, grid[2, :], summary_lines(report, results), utility, fontsize=8, beside=True)
     fig.suptitle("Radiogenomic evaluation", fontsize=12)
     fig.tight_layout()
     save_figure(fig, path, dpi=80)

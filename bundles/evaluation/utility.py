@@ -407,10 +407,14 @@ def plot_utility_curve(ax, result: Mapping) -> None:
     ax.set_title(f"utility on held-out real images ({len(result['seeds'])} seeds, 95 % CI)", fontsize=8)
 
 
-def numbers_panel(fig, slot, lines: Sequence[str], utility: Mapping | None, fontsize: int = 7) -> None:
+def numbers_panel(fig, slot, lines: Sequence[str], utility: Mapping | None, fontsize: int = 7,
+                  beside: bool = False) -> None:
     """Fill ``slot`` (a gridspec cell of a bundle's ``summary.png``) with the main numbers as monospace text and,
-    when a utility study's result exists, its curve below them (else a line saying how to get one)."""
-    inner = slot.subgridspec(2, 1, height_ratios=[1.1, 1]) if utility else None
+    when a utility study's result exists, its curve below them (``beside``: to their right, for a wide slot;
+    else a line saying how to get one)."""
+    shape = {"nrows": 1, "ncols": 2, "width_ratios": [2, 1]} if beside else {"nrows": 2, "ncols": 1,
+                                                                           "height_ratios": [1.1, 1]}
+    inner = slot.subgridspec(**shape) if utility else None
     ax = fig.add_subplot(inner[0] if utility else slot)
     if not utility:
         lines = [*lines, "utility: no result yet (run the `utility` command, then evaluate again)"]
