@@ -106,6 +106,7 @@ CHECKS: dict[str, Callable[[object, str], None]] = {
     "batch_size": _integer(1),
     "max_epochs": _integer(1),
     "lr": _positive_number,
+    "ema_half_life": _non_negative_number,
     "seed": _integer(0),
     "num_threads": _optional(_integer(1)),
     "amp": _flag,

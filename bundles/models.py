@@ -190,6 +190,9 @@ def record_path(model_path: str | os.PathLike) -> Path:
 def read_model(path: str | os.PathLike, bundle: str | None = None) -> Model:
     """Read a training checkpoint (``generator`` + ``network`` entries) or exported weights + their record.
 
+    A checkpoint with a moving average of the generator's weights (``generator_ema``,
+    :mod:`bundles.engines.averaging`) gives the average: the network inference and export use.
+
     Args:
         bundle: when given (``"radiogan"``, ...), the model must be a generator of that bundle's networks.
 
@@ -204,7 +207,7 @@ def read_model(path: str | os.PathLike, bundle: str | None = None) -> Model:
             raise BundleInputError("the checkpoint has no 'network' record of its generator's settings", path=path,
                                    field="network", hint="it was written by an older version: train again")
         record = checkpoint["network"]
-        state = checkpoint["generator"]
+        state = checkpoint.get("generator_ema", checkpoint["generator"])  # the weight average, when trained with one
     else:
         sidecar = record_path(path)
         if not sidecar.is_file():

@@ -8,6 +8,7 @@ import torch
 from ignite.engine import Events
 from torch.utils.data import DataLoader
 
+from bundles.engines.averaging import GeneratorAverage, averaged_copy
 from bundles.engines.gan_trainer import AdversarialTrainer
 from bundles.engines.handlers import AtomicCheckpointSaver, CheckpointResumer, SampleGridSaver
 from bundles.engines.sampling import ResumableSampler
@@ -81,9 +82,11 @@ def make_trainer(tmp_path, max_epochs=2, resume=False, every_n_iterations=None, 
     trainer = TinyTrainer(
         "cpu", max_epochs, loader, generator, discriminator, g_opt, d_opt, seed=3, amp=amp, amp_dtype=amp_dtype
     )
-    objects = {"generator": generator, "discriminator": discriminator, "g_optimizer": g_opt,
+    average = averaged_copy(generator)
+    objects = {"generator": generator, "generator_ema": average, "discriminator": discriminator, "g_optimizer": g_opt,
                "d_optimizer": d_opt, "trainer": trainer}
     CheckpointResumer(str(tmp_path / "ckpt"), objects, enabled=resume).attach(trainer)
+    GeneratorAverage(generator, average, half_life=2.0).attach(trainer)
     AtomicCheckpointSaver(str(tmp_path / "ckpt"), objects, every_n_iterations=every_n_iterations).attach(trainer)
     SampleGridSaver(str(tmp_path)).attach(trainer)
     record = []
@@ -102,7 +105,10 @@ def test_loop_outputs_named_losses_grid_and_checkpoints(tmp_path):
     grid = plt.imread(tmp_path / "samples" / "epoch_0002.png")
     assert grid.ndim == 3 and grid.shape[0] > 100 and grid.std() > 0.05  # a figure of samples, not a blank
     ckpt = load_checkpoint(tmp_path / "ckpt" / "checkpoint_latest.pt")
-    assert set(ckpt) == {"generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
+    assert set(ckpt) == {"generator", "generator_ema", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
+    last, average = ckpt["generator"], ckpt["generator_ema"]
+    assert all(torch.isfinite(average[k]).all() for k in average) and any((average[k] - last[k]).abs().max() > 1e-4
+                                                                          for k in last)
     assert ckpt["trainer"]["iteration"] == 8
     # every epoch visits each sample once, in a different order
     epochs = [sorted(i for _, idx, _ in record[k * 4:(k + 1) * 4] for i in idx) for k in range(2)]
@@ -127,6 +133,10 @@ def test_resume_mid_epoch_reproduces_the_uninterrupted_run(tmp_path):
     for (it_a, idx_a, loss_a), (it_b, idx_b, loss_b) in zip(full_record[6:], resumed_record, strict=True):
         assert it_a == it_b and idx_a == idx_b
         assert loss_a == pytest.approx(loss_b, rel=1e-6, abs=1e-7)
+    full_average = load_checkpoint(tmp_path / "full" / "ckpt" / "checkpoint_latest.pt")["generator_ema"]
+    resumed_average = load_checkpoint(tmp_path / "part" / "ckpt" / "checkpoint_latest.pt")["generator_ema"]
+    for key, value in full_average.items():  # the weight average resumes with the run
+        torch.testing.assert_close(resumed_average[key], value, rtol=1e-6, atol=1e-7)
 
 
 def test_amp_bfloat16_on_cpu_stays_close_to_fp32(tmp_path):

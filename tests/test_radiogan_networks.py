@@ -80,3 +80,24 @@ def test_torchscript_matches_eager():
     torch.testing.assert_close(gs(z, labels), x)
     torch.testing.assert_close(gs.forward_embedded(z, gs.embed(labels)), x)
     torch.testing.assert_close(ds(x, labels), d(x, labels))
+
+
+@pytest.mark.parametrize("upsample", ["transposed", "resize"])
+def test_resize_upsampling_draws_no_checkerboard(upsample):
+    """A flat feature map through random filters: the transposed convolutions stamp a 2-pixel period on it, the
+    resize convolutions keep its inside flat (Odena et al. 2016)."""
+    torch.manual_seed(0)
+    g = RadioGANGenerator(first_grid=(4, 4), channels=(8, 8), upsample=upsample).eval()
+    for m in g.modules():
+        if isinstance(m, torch.nn.Conv2d | torch.nn.ConvTranspose2d):
+            torch.nn.init.normal_(m.weight, 0.0, 0.3)
+    with torch.no_grad():
+        image = g.body(torch.ones(1, 9, 4, 4))[0, 0, 4:-4, 4:-4]  # 16 x 16 output, away from the borders
+    spread = float(image.max() - image.min())
+    assert (spread < 1e-5) == (upsample == "resize")
+
+
+def test_upsampling_choices():
+    with pytest.raises(ValueError, match="upsample"):
+        RadioGANGenerator(upsample="bilinear")
+    assert RadioGANGenerator().body[0].__class__.__name__ == "ConvTranspose2d"  # the paper's, and older records'

@@ -330,12 +330,14 @@ def test_two_iterations_from_the_training_config(demo_prepared, tmp_path, model_
     assert trainer.state.iteration == 2
     losses = trainer.state.output[0]["loss"]
     expected = {"d_i", "d_is", "d_isg", "d_total", "g_i", "g_is", "g_isg", "g_background_l1", "g_total",
-                "g_appearance", "g_consistency_size", "g_consistency_density", "g_consistency_spread"}
+                "g_appearance", "g_consistency_size", "g_consistency_density", "g_consistency_spread",
+                "g_consistency_boundary", "g_consistency_roughness"}
     assert set(losses) == expected | ({"g_kl"} if model_type == "baseline" else set())
     assert all(np.isfinite(v) for v in losses.values())
     assert tree_hash(demo_prepared) == before
     checkpoint = torch.load(tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt", weights_only=True)
-    assert set(checkpoint) == {"network", "generator", "discriminator", "g_optimizer", "d_optimizer", "trainer"}
+    assert set(checkpoint) == {"network", "generator", "generator_ema", "discriminator", "g_optimizer", "d_optimizer",
+                               "trainer"}
     record = read_model(tmp_path / "out" / "checkpoints" / "checkpoint_latest.pt")
     assert record.network["model_type"] == model_type and record.network["image_size"] == 32
     assert record.network["code_dim"] == 7 and record.network["code_gradient"] == 0.1  # the appearance objective

@@ -99,3 +99,16 @@ def test_figures_are_written(tmp_path):
     rows = [{"cluster": c, "num_subjects": 2, "diameter_mm": 10.0 + c, "mean_hu": -100.0, "margin_sharpness": 50.0,
              "top_genes": "g1;g2"} for c in range(3)]
     assert plot_radiogenomic_map(rows, tmp_path / "map.png").stat().st_size > 1000
+
+
+def test_matched_outputs_hold_each_patient_as_often_as_the_real_slices():
+    from bundles.workflows.radiogenomic_evaluation import matched_outputs
+
+    k, p, n = 2, 3, 2  # 2 backgrounds x 3 profiles x 2 noise draws
+    slices = ["b", "a", "b", "b", "b", "b"]  # 1 slice of a, 5 of b (b has only 4 outputs), none of c
+    picks = matched_outputs(slices, ["a", "b", "c"], (k, p, n), seed=0)
+    profile = (picks // n) % p
+    assert profile.tolist() == [1, 0, 1, 1, 1, 1]
+    b_picks = picks[np.array(slices) == "b"].tolist()
+    assert len(set(b_picks[:4])) == 4 and b_picks[4] in b_picks[:4]  # without replacement while they last
+    assert picks.max() < k * p * n and picks.tolist() == matched_outputs(slices, ["a", "b", "c"], (k, p, n), 0).tolist()

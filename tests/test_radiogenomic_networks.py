@@ -8,6 +8,7 @@ from bundles.networks.radiogenomic import (
     RadiogenomicDiscriminator,
     RadiogenomicGenerator,
     build_generator,
+    lung_region,
 )
 
 G, S, B = 20, 32, 3
@@ -24,6 +25,8 @@ def _inputs(seed=0):
     (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, fusion="features"), [2, 4, 8, 16, 32]),
     (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, fusion="mask"), [2, 4, 8, 16, 32, 32]),
     (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, code_gradient=0.1), [2, 4, 8, 16, 32, 32]),
+    (lambda: RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, lung_gate=True, psf_sigma=1.5),
+     [2, 4, 8, 16, 32, 32]),
     (lambda: MCGANGenerator(G, image_size=S, base_channels=4, hidden=16), [2, 4, 8, 16, 32]),
 ])
 def test_generator_shapes_ranges_and_script(build, sizes):
@@ -88,6 +91,56 @@ def test_mask_fusion_blends_with_the_generated_mask():
     torch.testing.assert_close(image, out[:, :1])
 
 
+def _lung_and_wall(threshold=-0.5):
+    """(1, 1, S, S): lung (-0.9) left of column 20 with a 2-pixel vessel (0.0) across it, chest wall (0.0) right."""
+    background = torch.full((1, 1, S, S), -0.9)
+    background[..., 20:] = 0.0
+    background[..., 10:12, :20] = 0.0
+    return background
+
+
+def test_lung_region_closes_vessels_and_leaves_the_wall_out():
+    lung = lung_region(_lung_and_wall(), threshold=-0.5)
+    assert lung[..., :, :20].min() == 1  # the vessel inside the lung counts as lung
+    assert lung[..., :, 20:].max() == 0  # the chest wall does not
+
+
+def test_lung_gate_keeps_nodule_and_mask_in_the_lung():
+    net = RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16, lung_gate=True).eval()
+    conv = net.out[0]
+    with torch.no_grad():  # mask +1 everywhere before the gate, object image +1
+        conv.weight.zero_()
+        conv.bias[:] = 100.0
+    background = _lung_and_wall().expand(B, -1, -1, -1)
+    _, genes, noise = _inputs()
+    image, mask = net(background, genes, noise)
+    assert mask[..., :20].min() == 1 and mask[..., 20:].max() == -1
+    # the nodule's edge is blurred by the PSF (radius 2 px); beyond it the chest wall is the background exactly
+    torch.testing.assert_close(image[..., 23:], background[..., 23:])
+    assert image[..., 2:8, 2:8].min() > 0.9  # the object fills the lung
+    ungated = RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16).eval()
+    ungated.load_state_dict(net.state_dict())
+    assert ungated(background, genes, noise)[1][..., 20:].min() == 1  # without the gate the mask covers the wall
+
+
+def test_psf_fusion_keeps_the_background_where_there_is_no_mask():
+    net = RadiogenomicGenerator(G, image_size=S, base_channels=4, hidden=16).eval()
+    conv = net.out[0]
+    with torch.no_grad():  # mask -1: the background passes exactly
+        conv.weight[1].zero_()
+        conv.bias[1] = -100.0
+    background, genes, noise = _inputs()
+    image, _ = net(background, genes, noise)
+    torch.testing.assert_close(image, background)
+    with torch.no_grad():  # mask +1: inside, the smoothed object plus the background's own fine texture
+        conv.bias[1] = 100.0
+    image, _ = net(background, genes, noise)
+    out = net.out(net.blocks[-1](*_last_block_inputs(net, background, genes, noise))[0])
+    obj = net._blur(out[:, :1], net.object_psf)
+    expected = (background + obj - net._blur(background)).clamp(-1, 1)
+    torch.testing.assert_close(image, expected)
+
+
 def _last_block_inputs(net, background, genes, noise):
     features = net.background_encoder(background)
     style = torch.cat([net.encode_genes(genes), noise], dim=1)
@@ -104,6 +157,8 @@ def test_old_records_and_bad_fusions():
         RadiogenomicGenerator(G, image_size=S, fusion="pixels")
     with pytest.raises(ValueError, match="code_gradient"):
         RadiogenomicGenerator(G, image_size=S, code_gradient=1.5)
+    with pytest.raises(ValueError, match="psf_sigma"):
+        RadiogenomicGenerator(G, image_size=S, psf_sigma=0)
     baseline = build_generator("baseline", num_genes=G, image_size=S, base_channels=4, fusion="mask", code_gradient=0.1)
     assert isinstance(baseline, MCGANGenerator)  # one record serves both: proposed-only settings are ignored
 

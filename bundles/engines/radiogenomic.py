@@ -69,8 +69,9 @@ class RadiogenomicTrainer(AdversarialTrainer):
     Mismatched masks and codes come from another patient of the batch when ``patient_index`` is given.
 
     Loss terms (engine output "loss"): ``d_i, d_is, d_isg, d_total, g_i, g_is, g_isg, g_background_l1, [g_kl,]
-    [g_appearance,] g_consistency_size, g_consistency_density, g_consistency_spread, g_total``; the appearance and
-    consistency terms are computed (and logged) whatever their weights, and count only with a weight above 0.
+    [g_appearance,] g_consistency_<part> for each of bundles.losses.radiogenomic.CONSISTENCY_PARTS,
+    g_total``; the appearance and consistency terms are computed (and logged) whatever their weights, and count only
+    with a weight above 0.
 
     Args:
         loss: the :class:`~bundles.losses.radiogenomic.RadiogenomicGANLoss` (weights, lambda, erosion); default

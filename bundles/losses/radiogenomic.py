@@ -18,10 +18,11 @@ Beyond the paper (weights 0 give the paper's objective exactly):
 - ``appearance`` (:func:`appearance_term`): ``E || c[:, :D] - a ||^2``, the first D coordinates of the gene code
   regressed onto the standardised descriptors ``a`` measured on the patient's real nodule (its training
   slices' mean, :mod:`bundles.evaluation.nodules`): the code then places patients by how their nodules look;
-- ``consistency`` (:func:`consistency_term`): the generated nodule's soft diameter, mean intensity and
-  intensity spread match those of the real slice paired with it, ``E |d(G_m) - d(m)| / S + E |mu(G_x, G_m) -
-  mu(x, m)| / 2 + E |sigma(G_x, G_m) - sigma(x, m)| / 2`` (fractions of the image side and of the intensity
-  range), so the generator draws a nodule, of the size, density and texture spread of the patient's.
+- ``consistency`` (:func:`consistency_term`): the generated nodule's soft diameter, mean intensity, intensity
+  spread, boundary length and interior roughness match those of the real slice paired with it, ``E |d(G_m) -
+  d(m)| / S + E |mu(G_x, G_m) - mu(x, m)| / 2 + E |sigma(G_x, G_m) - sigma(x, m)| / 2 + E |L(G_m) - L(m)| / 4S +
+  E |r(G_x, G_m) - r(x, m)| / 2`` (fractions of the image side and of the intensity range), so the generator
+  draws one nodule, of the size, density, texture and outline of the patient's, not a speckle or a blotch.
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+CONSISTENCY_PARTS = ("size", "density", "spread", "boundary", "roughness")
 
 
 def least_squares(prediction: torch.Tensor, target: float) -> torch.Tensor:
@@ -104,27 +107,64 @@ def soft_nodule_stats(image: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Te
     return diameter, mean, torch.sqrt(variance + 1e-8)
 
 
+def boundary_length(mask: torch.Tensor) -> torch.Tensor:
+    """Outline length of (B, 1, H, W) masks in [-1, 1], in pixel edges: the anisotropic total variation of the
+    weight ``w = (mask + 1) / 2``, ``sum |w[i+1, j] - w[i, j]| + |w[i, j+1] - w[i, j]|``, outside the image counted as
+    0. For a binary mask it counts the pixel edges between mask and background (``4 d`` for a d x d square); a
+    blurred edge has the same length as a sharp one (a monotone ramp varies by its height), while every speckle and
+    fragment adds its own outline. Returns (B,)."""
+    w = F.pad((mask + 1.0) / 2.0, [1, 1, 1, 1])
+    rows = (w[..., 1:, :] - w[..., :-1, :]).abs().sum(dim=(1, 2, 3))
+    cols = (w[..., :, 1:] - w[..., :, :-1]).abs().sum(dim=(1, 2, 3))
+    return rows + cols
+
+
+def interior_roughness(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Mean absolute intensity step between neighbouring pixels inside the nodule of (B, 1, H, W) images and masks
+    in [-1, 1]: ``sum v |dx| / sum v`` with ``|dx| = |x[i+1, j] - x[i, j]| + |x[i, j+1] - x[i, j]|`` and ``v`` the
+    mask weight ``(mask + 1) / 2`` eroded by one pixel (a 3 x 3 minimum; the image border does not erode), so the
+    edge of the nodule does not count, only its inside: scanner noise and a solid core's rim in a real nodule,
+    blotches in a poor generated one. Differentiable in the image (and the mask). Returns (B,), 0 for an empty
+    interior."""
+    weight = (mask + 1.0) / 2.0
+    inner = -F.max_pool2d(-weight, 3, stride=1, padding=1)[..., :-1, :-1]
+    steps = (image[..., 1:, :-1] - image[..., :-1, :-1]).abs() + (image[..., :-1, 1:] - image[..., :-1, :-1]).abs()
+    return (inner * steps).sum(dim=(1, 2, 3)) / inner.sum(dim=(1, 2, 3)).clamp_min(1.0)
+
+
 def consistency_term(fake_image: torch.Tensor, fake_mask: torch.Tensor, image: torch.Tensor,
-                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Size, density and texture spread of the generated nodule against the real slice paired with it.
+                     mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Size, density, texture spread, outline and interior roughness of the generated nodule against the real
+    slice paired with it.
 
     Args:
         fake_image, fake_mask: (B, 1, S, S) generator outputs in [-1, 1].
         image, mask: (B, 1, S, S) the real nodule slices of the same patients (mask in {-1, 1}).
 
     Returns:
-        ``(size, density, spread)``: ``mean |d_fake - d_real| / S``, ``mean |mu_fake - mu_real| / 2`` and
-        ``mean |sigma_fake - sigma_real| / 2`` (:func:`soft_nodule_stats`; fractions of the image side and of the
-        [-1, 1] intensity range). The spread keeps the mean density from being met by a speckle of bright and
-        dark pixels.
+        ``(size, density, spread, boundary, roughness)``: ``mean |d_fake - d_real| / S``, ``mean |mu_fake - mu_real|
+        / 2``, ``mean |sigma_fake - sigma_real| / 2`` (:func:`soft_nodule_stats`; fractions of the image side and of
+        the [-1, 1] intensity range), ``mean |L_fake - L_real| / 4S`` (:func:`boundary_length`; a d x d square has
+        L / 4 = d, so this is a fraction of the image side too) and ``mean |r_fake - r_real| / 2``
+        (:func:`interior_roughness`). The spread keeps the mean density from being met by a speckle of bright and
+        dark pixels; the boundary keeps the mask one nodule with the patient's outline (a spiculated one long, a
+        round one short) instead of fragments and speckle; the roughness keeps the inside as even as the real
+        nodule's, not blotched.
     """
     d_fake, mu_fake, sigma_fake = soft_nodule_stats(fake_image, fake_mask)
+    l_fake = boundary_length(fake_mask)
+    r_fake = interior_roughness(fake_image, fake_mask)
     with torch.no_grad():
         d_real, mu_real, sigma_real = soft_nodule_stats(image, mask)
-    size = (d_fake - d_real).abs().mean() / fake_image.shape[-1]
+        l_real = boundary_length(mask)
+        r_real = interior_roughness(image, mask)
+    side = fake_image.shape[-1]
+    size = (d_fake - d_real).abs().mean() / side
     density = (mu_fake - mu_real).abs().mean() / 2.0
     spread = (sigma_fake - sigma_real).abs().mean() / 2.0
-    return size, density, spread
+    boundary = (l_fake - l_real).abs().mean() / (4.0 * side)
+    roughness = (r_fake - r_real).abs().mean() / 2.0
+    return size, density, spread, boundary, roughness
 
 
 def appearance_term(code: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
@@ -222,7 +262,7 @@ class RadiogenomicGANLoss:
 
         Returns ``g_i``, ``g_is``, ``g_isg``, ``g_background_l1`` (mean over pixels of |G_x - b| * M_bg),
         ``g_kl`` when ``kl`` is given, ``g_appearance`` when ``code`` (B, code_dim) and ``appearance`` (B, D) are
-        given, ``g_consistency_size``, ``g_consistency_density`` and ``g_consistency_spread`` when the real
+        given, ``g_consistency_<part>`` for each part of :func:`consistency_term` (``CONSISTENCY_PARTS``) when the real
         ``image`` and ``mask`` paired with each fake are given, and ``g_total`` (weighted sum).
         """
         i_fake, is_fake, isg_fake = discriminator(fake_image, fake_mask, condition)
@@ -240,9 +280,9 @@ class RadiogenomicGANLoss:
             terms["g_appearance"] = appearance_term(code, appearance)
             total = total + self.weight_appearance * terms["g_appearance"]
         if image is not None and mask is not None:
-            size, density, spread = consistency_term(fake_image, fake_mask, image, mask)
-            terms["g_consistency_size"], terms["g_consistency_density"] = size, density
-            terms["g_consistency_spread"] = spread
-            total = total + self.weight_consistency * (size + density + spread)
+            parts = consistency_term(fake_image, fake_mask, image, mask)
+            for name, value in zip(CONSISTENCY_PARTS, parts, strict=True):
+                terms[f"g_consistency_{name}"] = value
+                total = total + self.weight_consistency * value
         terms["g_total"] = total
         return terms

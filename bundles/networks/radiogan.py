@@ -27,6 +27,7 @@ from torch import nn
 __all__ = ["RadioGANDiscriminator", "RadioGANGenerator", "init_dcgan_weights"]
 
 KERAS_BN_MOMENTUM_0_8 = 0.2
+UPSAMPLING = ("transposed", "resize")
 
 
 def init_dcgan_weights(module: nn.Module) -> None:
@@ -46,7 +47,7 @@ class RadioGANGenerator(nn.Module):
 
     z -> Dense -> reshape to ``(channels[0], *first_grid)`` -> BN -> ReLU; label -> Embedding(num_classes,
     embed_dim) -> Dense(prod(first_grid)) (linear) -> reshape -> one extra channel; then per entry of
-    ``channels`` a transposed conv (4 x 4, stride 2) + BN + ReLU; last a 3 x 3 conv to one channel + tanh.
+    ``channels`` an upsampling x2 + BN + ReLU; last a 3 x 3 conv to one channel + tanh.
 
     Args:
         latent_dim: length of z (paper: 100).
@@ -55,6 +56,10 @@ class RadioGANGenerator(nn.Module):
         channels: output channels of the transposed convolutions; the dense layer feeds ``channels[0]``
             channels (plus the label channel) into the first one. Its length is the number of doublings.
         embed_dim: size of the label embedding (paper: 50).
+        upsample: ``"transposed"`` (the paper's DCGAN): a 4 x 4 stride-2 transposed convolution, whose kernel
+            overlaps unevenly and stamps a 2-pixel checkerboard on the image (Odena, Dumoulin & Olah 2016,
+            "Deconvolution and checkerboard artifacts"); ``"resize"``: nearest-neighbour x2 then a 3 x 3
+            convolution, the same receptive field without the uneven overlap.
     """
 
     def __init__(
@@ -64,10 +69,13 @@ class RadioGANGenerator(nn.Module):
         first_grid: Sequence[int] = (3, 5),
         channels: Sequence[int] = (128, 64, 32, 16),
         embed_dim: int = 50,
+        upsample: str = "transposed",
     ):
         super().__init__()
         if len(first_grid) != 2 or len(channels) < 1:
             raise ValueError("first_grid needs two sizes and channels at least one entry.")
+        if upsample not in UPSAMPLING:
+            raise ValueError(f"upsample must be one of {list(UPSAMPLING)}, got {upsample!r}")
         self.latent_dim = latent_dim
         self.num_classes = num_classes
         self.grid0 = int(first_grid[0])
@@ -83,11 +91,11 @@ class RadioGANGenerator(nn.Module):
         layers: list[nn.Module] = []
         in_ch = self.first_channels + 1
         for out_ch in channels:
-            layers += [
-                nn.ConvTranspose2d(in_ch, int(out_ch), kernel_size=4, stride=2, padding=1),
-                nn.BatchNorm2d(int(out_ch), momentum=KERAS_BN_MOMENTUM_0_8),
-                nn.ReLU(),
-            ]
+            if upsample == "transposed":
+                layers.append(nn.ConvTranspose2d(in_ch, int(out_ch), kernel_size=4, stride=2, padding=1))
+            else:
+                layers += [nn.Upsample(scale_factor=2.0, mode="nearest"), nn.Conv2d(in_ch, int(out_ch), 3, padding=1)]
+            layers += [nn.BatchNorm2d(int(out_ch), momentum=KERAS_BN_MOMENTUM_0_8), nn.ReLU()]
             in_ch = int(out_ch)
         layers += [nn.Conv2d(in_ch, 1, kernel_size=3, padding=1), nn.Tanh()]
         self.body = nn.Sequential(*layers)

@@ -24,11 +24,14 @@ from torch import nn
 
 from bundles.config import as_flag
 from bundles.networks.layers import AdaIN, conv_bn, init_orthogonal, up_glu
+from bundles.transforms.intensity import HU_MAX, HU_MIN
 
 NUM_LEVELS = 5
 FUSIONS = ("psf", "mask", "weight_map", "features")
 PSF_SIGMA = 1.0  # pixels: the demo CT's blur (0.7 voxels of 1.33 mm) on 0.94 mm pixels, rounded
 OBJECT_SIGMA = 1.5  # pixels: the object image's own smoothing (a nodule's density varies slowly; its edge is the mask's)
+LUNG_HU = -500.0  # background pixels below this are lung parenchyma (air-filled), where a nodule can grow
+LUNG_CLOSING = 5  # pixels: side of the square that closes the lung region over vessels and fissures
 
 
 def gaussian_kernel(sigma: float, radius: int) -> torch.Tensor:
@@ -37,6 +40,16 @@ def gaussian_kernel(sigma: float, radius: int) -> torch.Tensor:
     g = torch.exp(-(x**2) / (2.0 * sigma**2))
     g = g / g.sum()
     return (g[:, None] * g[None, :])[None, None]
+
+
+def lung_region(background: torch.Tensor, threshold: float, closing: int = LUNG_CLOSING) -> torch.Tensor:
+    """(B, 1, S, S) background in [-1, 1] -> (B, 1, S, S) in {0, 1}: pixels below ``threshold`` (lung parenchyma),
+    closed by a ``closing`` x ``closing`` square (dilation then erosion; the image border does not erode), so that
+    vessels and fissures inside the lung count as lung while the chest wall and mediastinum do not."""
+    lung = (background < threshold).to(background.dtype)
+    pad = closing // 2
+    grown = nn.functional.max_pool2d(lung, closing, stride=1, padding=pad)
+    return -nn.functional.max_pool2d(-grown, closing, stride=1, padding=pad)
 
 
 def level_channels(base_channels: int, num_levels: int = NUM_LEVELS) -> list[int]:
@@ -157,7 +170,7 @@ class RadiogenomicGenerator(nn.Module):
             ``"features"``: not at all, the paper's text (the last convolution gives image and mask, every
             background pixel is re-synthesised from features); ``"mask"``: the authors' code, ``m * o + (1 - m) *
             background`` with ``o`` the synthesised object image and ``m = (mask + 1) / 2`` the generated mask;
-            ``"psf"``: the same blend through the scanner's point-spread function P (a Gaussian of ``PSF_SIGMA``
+            ``"psf"``: the same blend through the scanner's point-spread function P (a Gaussian of ``psf_sigma``
             pixels): ``background + P(m) * (Q(o) - P(background))``, i.e. inside the nodule the smoothed object
             plus the background's own fine texture (its scanner noise), outside it the background unchanged;
             a nodule is a change of density that the scanner blurs and overlays with the same noise as the lung
@@ -166,6 +179,15 @@ class RadiogenomicGenerator(nn.Module):
             interior density varies slowly;
             ``"weight_map"``: ``w * o + (1 - w) * background`` with a weight map ``w = (tanh + 1) / 2`` of its own
             (a third output channel), the paper's fusion block applied once more at the pixel level.
+        lung_gate: keep the nodule inside the background's lung: the generated mask (and every pixel-level weight)
+            is multiplied by :func:`lung_region` of the background (below ``LUNG_HU``, closed over vessels). A
+            nodule grows in the lung parenchyma and displaces it (a juxtapleural one reaches the pleura, not
+            beyond), and every real training mask lies there; without the gate the generator also puts mask
+            fragments on the chest wall, where the background L1 term does not look and the image is unchanged.
+            ``False`` (the paper) leaves the mask free.
+        psf_sigma: the point-spread function's standard deviation (pixels) in the ``"psf"`` fusion: how soft a
+            nodule's edge is drawn.
+        object_sigma: the object image's smoothing (pixels) in the ``"psf"`` fusion.
         code_gradient: share of the synthesis path's gradient that reaches the gene mapping network (1 = the
             paper). The forward value is always ``phi(g)``; below 1, ``code_gradient * phi + (1 - code_gradient) *
             phi.detach()`` enters the style, so that other objectives on ``phi`` (the appearance term) are not
@@ -184,6 +206,9 @@ class RadiogenomicGenerator(nn.Module):
         hidden: int = 512,
         fusion: str = "psf",
         code_gradient: float = 1.0,
+        lung_gate: bool = False,
+        psf_sigma: float = PSF_SIGMA,
+        object_sigma: float = OBJECT_SIGMA,
         image_fusion: bool | None = None,
     ):
         super().__init__()
@@ -199,6 +224,8 @@ class RadiogenomicGenerator(nn.Module):
         self.code_dim = code_dim
         self.fusion = fusion
         self.code_gradient = float(code_gradient)
+        self.lung_gate = as_flag(lung_gate, "lung_gate")
+        self.lung_threshold = (LUNG_HU - HU_MIN) / (HU_MAX - HU_MIN) * 2.0 - 1.0
         self.code_size = _check_size(image_size)
         channels = level_channels(base_channels)
         self.bottleneck_channels = channels[-1]
@@ -211,8 +238,12 @@ class RadiogenomicGenerator(nn.Module):
         )
         self.out = nn.Sequential(nn.Conv2d(channels[0], 3 if fusion == "weight_map" else 2, 3, padding=1), nn.Tanh())
         init_orthogonal(self)
-        self.register_buffer("psf", gaussian_kernel(PSF_SIGMA, 2), persistent=False)
-        self.register_buffer("object_psf", gaussian_kernel(OBJECT_SIGMA, 3), persistent=False)
+        for name, sigma in (("psf_sigma", psf_sigma), ("object_sigma", object_sigma)):
+            if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
+                raise ValueError(f"{name} must be a positive number of pixels, got {sigma!r}")
+        self.register_buffer("psf", gaussian_kernel(float(psf_sigma), max(1, round(2 * float(psf_sigma)))), persistent=False)
+        self.register_buffer("object_psf", gaussian_kernel(float(object_sigma), max(1, round(2 * float(object_sigma)))),
+                             persistent=False)
 
     @torch.jit.export
     def encode_genes(self, genes: torch.Tensor) -> torch.Tensor:
@@ -239,9 +270,13 @@ class RadiogenomicGenerator(nn.Module):
             h, w = block(h, features[len(features) - 1 - i], style)
             weights.append(w.mean(dim=1, keepdim=True))
         out = self.out(h)
-        if self.fusion == "features":
-            return out, weights
         mask = out[:, 1:2]
+        lung = torch.ones_like(mask)
+        if self.lung_gate:
+            lung = lung_region(background, self.lung_threshold)
+            mask = ((mask + 1.0) * lung - 1.0)
+        if self.fusion == "features":
+            return torch.cat([out[:, :1], mask], dim=1), weights
         if self.fusion == "psf":
             weight = self._blur((mask + 1.0) / 2.0)
             weights.append(weight)
@@ -250,7 +285,7 @@ class RadiogenomicGenerator(nn.Module):
         if self.fusion == "mask":
             weight = (mask + 1.0) / 2.0
         else:
-            weight = (out[:, 2:3] + 1.0) / 2.0
+            weight = (out[:, 2:3] + 1.0) / 2.0 * lung
         weights.append(weight)
         image = weight * out[:, :1] + (1.0 - weight) * background
         return torch.cat([image, mask], dim=1), weights
@@ -435,12 +470,12 @@ class RadiogenomicDiscriminator(nn.Module):
 
 def build_generator(model_type: str, **kwargs) -> nn.Module:
     """``"proposed"`` -> :class:`RadiogenomicGenerator`, ``"baseline"`` -> :class:`MCGANGenerator`; the other
-    kwargs go to either (the proposed generator's own settings ``fusion``, ``code_gradient`` and ``image_fusion``
-    are ignored by the baseline, so one network record serves both)."""
+    kwargs go to either (the proposed generator's own settings ``fusion``, ``code_gradient``, ``lung_gate``,
+    ``psf_sigma``, ``object_sigma`` and ``image_fusion`` are ignored by the baseline, so one network record serves both)."""
     if model_type == "proposed":
         return RadiogenomicGenerator(**kwargs)
     if model_type == "baseline":
-        for key in ("fusion", "code_gradient", "image_fusion"):
+        for key in ("fusion", "code_gradient", "lung_gate", "psf_sigma", "object_sigma", "image_fusion"):
             kwargs.pop(key, None)
         return MCGANGenerator(**kwargs)
     raise ValueError(f"model_type must be one of ['baseline', 'proposed'], got {model_type!r}")

@@ -260,6 +260,22 @@ def _fraction_ci(flags: np.ndarray, seed: int, num_resamples: int = 2000) -> dic
             "num_outputs": int(flags.size)}
 
 
+def _real_nodule_fraction(subjects: dict, seed: int) -> dict:
+    """The nodule rule on the real nodule slices, with each patient weighing equally (as the profiles do in the
+    generated grid): the fraction a generator reaches by reproducing the real slices, edge slices included.
+    Interval: bootstrap over patients."""
+    ids = subjects["patient_ids"]
+    flags = {p: [] for p in ids}
+    for s in subjects["slices"]:
+        flags[s["patient_id"]].append(contains_nodule(s["image_hu"], s["mask"]))
+    per_patient = np.array([np.mean(flags[p]) for p in ids])
+    rng = np.random.default_rng(seed)
+    means = per_patient[rng.integers(0, per_patient.size, (2000, per_patient.size))].mean(axis=1)
+    return {"value": float(per_patient.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+            "num_slices": len(subjects["slices"]),
+            "what": "real nodule slices that pass the rule, mean over patients of each patient's fraction"}
+
+
 def _real_patches(subjects: dict) -> tuple[torch.Tensor, np.ndarray]:
     images = _scaled(np.stack([s["image_hu"] for s in subjects["slices"]]))
     masks = torch.from_numpy(np.stack([s["mask"] for s in subjects["slices"]]))[:, None]
@@ -366,19 +382,41 @@ def _controllability(judge: dict, out: dict, phenotypes: list[str], splits: dict
     return result
 
 
+def matched_outputs(slice_patients: Sequence[str], patient_ids: Sequence[str], grid: tuple[int, int, int],
+                    seed: int) -> np.ndarray:
+    """For every real slice, one generated output of the same patient's profile, drawn at random (background and
+    noise draw): flat indices into a (K, P, N) grid. The generated set then holds each patient as often as the real
+    set does (a patient with more nodule slices, e.g. a spiculated one whose spicules span more slices, weighs more
+    in both), so a two-sample test compares appearance, not the patient mix. Each profile's outputs are drawn without
+    replacement while they last."""
+    k, p, n = grid
+    rng = np.random.default_rng(seed)
+    column = {pid: j for j, pid in enumerate(patient_ids)}
+    pools: dict[int, list[int]] = {}
+    picks = np.empty(len(slice_patients), dtype=np.int64)
+    for i, pid in enumerate(slice_patients):
+        b = column[pid]
+        if not pools.get(b):
+            pools[b] = [int(v) for v in rng.permutation(k * n)]
+        cell = pools[b].pop()
+        picks[i] = (cell // n) * p * n + b * n + cell % n
+    return picks
+
+
 def _realism(subjects: dict, backgrounds: torch.Tensor, fake: dict, out: dict, seed: int) -> dict:
     """Classifier two-sample tests, real vs generated: random-filter VGG features of nodule-centred patches (16 px:
-    the nodule; 32 px: with its surroundings) and the seven measured descriptors. Real slices are grouped by
-    patient, generated ones by background, so the folds never split a group. Beside each, the same test with real
-    nodules pasted onto the evaluation backgrounds as "generated" (:func:`paste_nodules`): what a perfect nodule
-    generator would score on these backgrounds."""
+    the nodule; 32 px: with its surroundings) and the seven measured descriptors. The generated set holds one
+    output of each real slice's own profile (:func:`matched_outputs`), outputs without a nodule included. Real
+    slices are grouped by patient, generated ones by background, so the folds never split a group. Beside each,
+    the same test with real nodules pasted onto the evaluation backgrounds as "generated" (:func:`paste_nodules`):
+    what a perfect nodule generator would score on these backgrounds."""
     rng = np.random.default_rng(seed)
     k, p, n = fake["image"].shape[:3]
     real_images = _scaled(np.stack([s["image_hu"] for s in subjects["slices"]]))
     real_masks = torch.from_numpy(np.stack([s["mask"] for s in subjects["slices"]]))[:, None]
     real_groups = np.array([s["patient_id"] for s in subjects["slices"]])
     m = real_images.shape[0]
-    picks = rng.permutation(k * p * n)[: min(m, k * p * n)]
+    picks = matched_outputs(real_groups, subjects["patient_ids"], (k, p, n), seed)
     fake_images = fake["image"].reshape(k * p * n, 1, *fake["image"].shape[-2:])[picks]
     fake_masks = (fake["mask"].reshape(k * p * n, 1, *fake["mask"].shape[-2:]) > 0)[picks]
     fake_groups = np.repeat(np.arange(k), p * n)[picks]
@@ -395,10 +433,10 @@ def _realism(subjects: dict, backgrounds: torch.Tensor, fake: dict, out: dict, s
                         "features": extractor.name, "patch_size": size,
                         "pasted_real": two_sample_auc(real_f, paste_f, real_groups=real_groups,
                                                       generated_groups=paste_bg, seed=seed)["auc"]}
-    fake_desc = np.where(out["contains"][..., None], out["descriptors"], np.nan).reshape(-1, len(DESCRIPTORS))
+    fake_desc = np.where(out["contains"][..., None], out["descriptors"], np.nan).reshape(-1, len(DESCRIPTORS))[picks]
     real_desc = np.stack([s["descriptors"] for s in subjects["slices"]])
     result["descriptors"] = two_sample_auc(real_desc, fake_desc, real_groups=real_groups,
-                                           generated_groups=np.repeat(np.arange(k), p * n), dims=None, seed=seed)
+                                           generated_groups=fake_groups, dims=None, seed=seed)
     return result
 
 
@@ -569,6 +607,7 @@ def evaluate(
     splits = _split_masks(ids, subjects["training_ids"])
     real_patches, real_training = _real_patches(subjects)
     real_desc = np.stack([s["descriptors"] for s in subjects["slices"]])
+    real_fraction = _real_nodule_fraction(subjects, seed)
 
     report: dict = {"num_patients": len(ids), "num_training_patients": int(splits["training"].sum()),
                     "num_heldout_patients": int(splits["heldout"].sum()), "num_backgrounds": len(picks),
@@ -588,6 +627,7 @@ def evaluate(
                  "follows_genes": _follows_genes(outs[name], subjects, splits, seed),
                  "swaps": _swaps(outs[name], subjects, phenotypes)}
         entry["nodules"]["by_split"] = {s: float(outs[name]["contains"][:, m].mean()) for s, m in splits.items() if m.any()}
+        entry["nodules"]["real_reference"] = real_fraction
         report["models"][name] = entry
         logger.info("%s: Table 1 background %s, nodule fraction %.3f", name, entry["table1"]["background_region"],
                     entry["nodules"]["value"])
