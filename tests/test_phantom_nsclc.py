@@ -28,6 +28,7 @@ from bundles.phantoms.nsclc import (
     cohort_design,
     gene_table_text,
     simulate_genes,
+    size_quantiles,
     write_nsclc_cohort,
 )
 
@@ -188,13 +189,15 @@ def hard_genes():
     subjects = PRESET_SUBJECTS["hard"]
     _, phenotype, sex, batch, no_genes = cohort_design(subjects, 0)
     keep = [i for i in range(subjects) if i not in no_genes]
-    _, values = simulate_genes(phenotype[keep], sex[keep], batch[keep], 5172, np.random.default_rng([0, 2]), "hard")
-    return _standardised(values), phenotype[keep]
+    size = size_quantiles(subjects, 0)[keep]
+    _, values = simulate_genes(phenotype[keep], sex[keep], batch[keep], 5172, np.random.default_rng([0, 2]), "hard",
+                               size=size)
+    return _standardised(values), phenotype[keep], size
 
 
 def test_hard_raw_genes_do_not_separate_the_phenotypes(hard_genes):
     """k-NN (k = 5, 5-fold) and k-means (k = 3) of the radiogenomic evaluation, over 20 CV shuffles: chance."""
-    x, phenotype = hard_genes
+    x, phenotype, _ = hard_genes
     assert x.shape == (131, 5172) and np.bincount(phenotype).min() >= 40
     scores = [code_scores(x, phenotype, 3, seed=seed) for seed in range(20)]
     assert np.mean([s["knn_accuracy"] for s in scores]) <= 0.40
@@ -207,8 +210,25 @@ def test_hard_linear_probe_decodes_the_phenotype(hard_genes):
     Its weights lie in the span of the training profiles, so fitting on the profiles' coordinates in the span
     of all 131 (``x = u s v^T``, coordinates ``u s``: a rotation) solves the same problem, about 6x faster.
     """
-    x, phenotype = hard_genes
+    x, phenotype, _ = hard_genes
     u, s, _ = np.linalg.svd(x, full_matrices=False)
     accuracy = [cross_val_score(LogisticRegression(max_iter=2000), u * s, phenotype,
                                 cv=StratifiedKFold(5, shuffle=True, random_state=seed)).mean() for seed in range(10)]
     assert np.mean(accuracy) >= 0.9
+
+
+def test_hard_genes_carry_the_nodule_size(hard_genes):
+    """The hard model's size programme: a ridge regression on the genes (5-fold) predicts each patient's nodule size
+    quantile, so a radiogenomic map can generalise the diameter to new patients (the default model's genes carry
+    the size only through the phenotype)."""
+    from scipy.stats import spearmanr
+    from sklearn.linear_model import RidgeCV
+    from sklearn.model_selection import KFold, cross_val_predict
+
+    x, _, size = hard_genes
+    u, s, _ = np.linalg.svd(x, full_matrices=False)
+    predicted = cross_val_predict(RidgeCV(alphas=np.logspace(-2, 4, 13)), u * s, size,
+                                  cv=KFold(5, shuffle=True, random_state=0))
+    assert spearmanr(predicted, size)[0] >= 0.8
+    with pytest.raises(ValueError, match="size quantiles"):
+        simulate_genes(np.arange(3), np.zeros(3), np.zeros(3), 10, np.random.default_rng(0), gene_model="hard")

@@ -11,7 +11,7 @@ from bundles.losses.radiogenomic import (
     boundary_length,
     consistency_term,
     eroded_background,
-    interior_roughness,
+    interior_spread,
     kl_divergence,
     mismatched,
     mismatched_index,
@@ -162,14 +162,13 @@ def test_consistency_term_by_hand():
     fake_image[:, :, 0, 0] = 0.9  # ... one of them at 0.9: mean 0.6, sd sqrt(3 * 0.01 + 0.09) / 2 = 0.1732
     mask[:, :, :3, :3], image[:, :, :3, :3] = 1.0, 0.0  # real: 9 px at 0, spread 0
     fake_image.requires_grad_(True)
-    size, density, spread, boundary, roughness = consistency_term(fake_image, fake_mask, image, mask)
+    size, density, spread, boundary, interior = consistency_term(fake_image, fake_mask, image, mask)
     assert size.item() == pytest.approx(abs(2 * math.sqrt(4 / math.pi) - 2 * math.sqrt(9 / math.pi)) / 8, rel=1e-5)
     assert density.item() == pytest.approx(0.3)
     assert spread.item() == pytest.approx((math.sqrt(0.12 / 4) - 1e-4) / 2, rel=1e-4)  # real: sqrt(0 + 1e-8)
     assert boundary.item() == pytest.approx(abs(8 - 12) / (4 * 8))  # a 2 x 2 square has 8 pixel edges, 3 x 3 has 12
-    # interior: only pixel (0, 0) of the generated 2 x 2 square survives the erosion (the border does not erode):
-    # steps |0.5 - 0.9| down and right; the real 3 x 3 square's interior is flat
-    assert roughness.item() == pytest.approx(0.8 / 2)
+    # interiors (2 px in from the edge): none left of the 2 x 2 square, one flat pixel of the 3 x 3: both sd ~0
+    assert interior.item() == pytest.approx(0.0, abs=1e-6)
     density.backward()
     assert fake_image.grad[0, 0, 0, 0] > 0 and fake_image.grad[0, 0, 5, 5] == 0  # only nodule pixels are pulled
 
@@ -189,18 +188,17 @@ def test_boundary_length_counts_pixel_edges_and_soft_edges_by_their_height():
     assert lengths.tolist() == pytest.approx([12.0, 8.0, 8 * 2 + 2 * 4.5, 36.0])
 
 
-def test_interior_roughness_ignores_the_edge_and_sees_blotches():
+def test_interior_spread_ignores_the_edge_and_sees_blotches():
     mask = -torch.ones(2, 1, 8, 8)
-    mask[..., 2:6, 2:6] = 1.0  # 4 x 4 nodule: its 2 x 2 interior is rows / columns 3-4
+    mask[..., 1:7, 1:7] = 1.0  # 6 x 6 nodule: 2 px in from its edge, the 2 x 2 interior rows / columns 3-4
     image = -torch.ones(2, 1, 8, 8)
-    image[..., 2:6, 2:6] = 0.2  # flat inside: the steps at the edge do not count
-    image[1, 0, 3, 3] = 0.6  # one blotch in the second image
-    rough = interior_roughness(image, mask)
-    assert rough[0].item() == pytest.approx(0.0)
-    # interior pixels (3,3), (3,4), (4,3), (4,4), each |down| + |right|: (3,3): 0.4 + 0.4, the others 0 (a step
-    # belongs to the pixel above or left of it) -> 0.8 / 4
-    assert rough[1].item() == pytest.approx(0.8 / 4)
-    assert interior_roughness(image, -torch.ones(2, 1, 8, 8)).tolist() == [0.0, 0.0]  # no nodule: 0, not NaN
+    image[..., 1:7, 1:7] = 0.8  # a bright rim ...
+    image[..., 2:6, 2:6] = 0.2  # ... around a flat inside: the edge does not count
+    image[1, 0, 3, 3] = 0.6  # one blotch in the second image: inside 0.6, 0.2, 0.2, 0.2
+    spread = interior_spread(image, mask)
+    assert spread[0].item() == pytest.approx(1e-4)  # sqrt(0 + 1e-8)
+    assert spread[1].item() == pytest.approx(math.sqrt((0.3**2 + 3 * 0.1**2) / 4), rel=1e-4)
+    assert interior_spread(image, -torch.ones(2, 1, 8, 8)).tolist() == pytest.approx([1e-4, 1e-4])  # no nodule: ~0
 
 
 def test_appearance_term_by_hand():
@@ -224,11 +222,11 @@ def test_generator_total_adds_the_weighted_appearance_and_consistency_terms():
     assert terms["g_consistency_spread"].item() == pytest.approx(0.0, abs=1e-4)  # constant images: no spread
     # outlines: generated w = 0.75 on a 4 x 4 image -> 0.75 x 16 border edges = 12; real 16, then 0
     assert terms["g_consistency_boundary"].item() == pytest.approx((abs(12 - 16) + abs(12 - 0)) / 2 / 16)
-    assert terms["g_consistency_roughness"].item() == pytest.approx(0.0)  # constant images are flat inside
+    assert terms["g_consistency_interior"].item() == pytest.approx(0.0, abs=1e-6)  # constant images are flat inside
     adversarial = 8 * terms["g_i"] + terms["g_is"] + 10 * terms["g_isg"] + 100 * terms["g_background_l1"]
     expected = adversarial + 3 * 1.5 + 5 * (terms["g_consistency_size"] + terms["g_consistency_density"]
                                             + terms["g_consistency_spread"] + terms["g_consistency_boundary"]
-                                            + terms["g_consistency_roughness"])
+                                            + terms["g_consistency_interior"])
     assert terms["g_total"].item() == pytest.approx(expected.item())
     paper = RadiogenomicGANLoss().generator_terms(ArithmeticDiscriminator(), IMAGE, GENES, FAKE_IMAGE, FAKE_MASK,
                                                   code=code, appearance=target, image=IMAGE, mask=MASK)

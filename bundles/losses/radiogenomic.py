@@ -19,9 +19,9 @@ Beyond the paper (weights 0 give the paper's objective exactly):
   regressed onto the standardised descriptors ``a`` measured on the patient's real nodule (its training
   slices' mean, :mod:`bundles.evaluation.nodules`): the code then places patients by how their nodules look;
 - ``consistency`` (:func:`consistency_term`): the generated nodule's soft diameter, mean intensity, intensity
-  spread, boundary length and interior roughness match those of the real slice paired with it, ``E |d(G_m) -
+  spread, boundary length and interior spread match those of the real slice paired with it, ``E |d(G_m) -
   d(m)| / S + E |mu(G_x, G_m) - mu(x, m)| / 2 + E |sigma(G_x, G_m) - sigma(x, m)| / 2 + E |L(G_m) - L(m)| / 4S +
-  E |r(G_x, G_m) - r(x, m)| / 2`` (fractions of the image side and of the intensity range), so the generator
+  E |s(G_x, G_m) - s(x, m)| / 2`` (fractions of the image side and of the intensity range), so the generator
   draws one nodule, of the size, density, texture and outline of the patient's, not a speckle or a blotch.
 """
 
@@ -32,7 +32,8 @@ import math
 import torch
 import torch.nn.functional as F
 
-CONSISTENCY_PARTS = ("size", "density", "spread", "boundary", "roughness")
+CONSISTENCY_PARTS = ("size", "density", "spread", "boundary", "interior")
+INTERIOR_EROSION = 2  # pixels: the edge of a nodule left out of its interior
 
 
 def least_squares(prediction: torch.Tensor, target: float) -> torch.Tensor:
@@ -119,52 +120,54 @@ def boundary_length(mask: torch.Tensor) -> torch.Tensor:
     return rows + cols
 
 
-def interior_roughness(image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean absolute intensity step between neighbouring pixels inside the nodule of (B, 1, H, W) images and masks
-    in [-1, 1]: ``sum v |dx| / sum v`` with ``|dx| = |x[i+1, j] - x[i, j]| + |x[i, j+1] - x[i, j]|`` and ``v`` the
-    mask weight ``(mask + 1) / 2`` eroded by one pixel (a 3 x 3 minimum; the image border does not erode), so the
-    edge of the nodule does not count, only its inside: scanner noise and a solid core's rim in a real nodule,
-    blotches in a poor generated one. Differentiable in the image (and the mask). Returns (B,), 0 for an empty
-    interior."""
+def interior_spread(image: torch.Tensor, mask: torch.Tensor, erosion: int = INTERIOR_EROSION) -> torch.Tensor:
+    """Standard deviation of intensity inside the nodule of (B, 1, H, W) images and masks in [-1, 1], its edge left
+    out: weighted by the mask weight ``(mask + 1) / 2`` eroded by ``erosion`` pixels (a minimum over a square of
+    side ``2 erosion + 1``; the image border does not erode). What varies inside a real nodule is scanner noise and
+    a solid core in ground glass; in a poor generated one, blotches at any scale. (The spread of
+    :func:`soft_nodule_stats` is dominated by the soft edge.) Differentiable in the image (and the mask). Returns
+    (B,), 0 for an empty interior."""
     weight = (mask + 1.0) / 2.0
-    inner = -F.max_pool2d(-weight, 3, stride=1, padding=1)[..., :-1, :-1]
-    steps = (image[..., 1:, :-1] - image[..., :-1, :-1]).abs() + (image[..., :-1, 1:] - image[..., :-1, :-1]).abs()
-    return (inner * steps).sum(dim=(1, 2, 3)) / inner.sum(dim=(1, 2, 3)).clamp_min(1.0)
+    inner = -F.max_pool2d(-weight, 2 * erosion + 1, stride=1, padding=erosion)
+    area = inner.sum(dim=(1, 2, 3)).clamp_min(1.0)
+    mean = (inner * image).sum(dim=(1, 2, 3)) / area
+    variance = (inner * (image - mean[:, None, None, None]) ** 2).sum(dim=(1, 2, 3)) / area
+    return torch.sqrt(variance + 1e-8)
 
 
 def consistency_term(fake_image: torch.Tensor, fake_mask: torch.Tensor, image: torch.Tensor,
                      mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-    """Size, density, texture spread, outline and interior roughness of the generated nodule against the real
-    slice paired with it.
+    """Size, density, texture spread, outline and interior spread of the generated nodule against the real slice
+    paired with it.
 
     Args:
         fake_image, fake_mask: (B, 1, S, S) generator outputs in [-1, 1].
         image, mask: (B, 1, S, S) the real nodule slices of the same patients (mask in {-1, 1}).
 
     Returns:
-        ``(size, density, spread, boundary, roughness)``: ``mean |d_fake - d_real| / S``, ``mean |mu_fake - mu_real|
+        ``(size, density, spread, boundary, interior)``: ``mean |d_fake - d_real| / S``, ``mean |mu_fake - mu_real|
         / 2``, ``mean |sigma_fake - sigma_real| / 2`` (:func:`soft_nodule_stats`; fractions of the image side and of
         the [-1, 1] intensity range), ``mean |L_fake - L_real| / 4S`` (:func:`boundary_length`; a d x d square has
-        L / 4 = d, so this is a fraction of the image side too) and ``mean |r_fake - r_real| / 2``
-        (:func:`interior_roughness`). The spread keeps the mean density from being met by a speckle of bright and
+        L / 4 = d, so this is a fraction of the image side too) and ``mean |s_fake - s_real| / 2``
+        (:func:`interior_spread`). The spread keeps the mean density from being met by a speckle of bright and
         dark pixels; the boundary keeps the mask one nodule with the patient's outline (a spiculated one long, a
-        round one short) instead of fragments and speckle; the roughness keeps the inside as even as the real
-        nodule's, not blotched.
+        round one short) instead of fragments and speckle; the interior spread keeps the inside as even as the real
+        nodule's (or as structured: a solid core in ground glass), not blotched.
     """
     d_fake, mu_fake, sigma_fake = soft_nodule_stats(fake_image, fake_mask)
     l_fake = boundary_length(fake_mask)
-    r_fake = interior_roughness(fake_image, fake_mask)
+    s_fake = interior_spread(fake_image, fake_mask)
     with torch.no_grad():
         d_real, mu_real, sigma_real = soft_nodule_stats(image, mask)
         l_real = boundary_length(mask)
-        r_real = interior_roughness(image, mask)
+        s_real = interior_spread(image, mask)
     side = fake_image.shape[-1]
     size = (d_fake - d_real).abs().mean() / side
     density = (mu_fake - mu_real).abs().mean() / 2.0
     spread = (sigma_fake - sigma_real).abs().mean() / 2.0
     boundary = (l_fake - l_real).abs().mean() / (4.0 * side)
-    roughness = (r_fake - r_real).abs().mean() / 2.0
-    return size, density, spread, boundary, roughness
+    interior = (s_fake - s_real).abs().mean() / 2.0
+    return size, density, spread, boundary, interior
 
 
 def appearance_term(code: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

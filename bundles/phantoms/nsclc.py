@@ -61,6 +61,7 @@ GENE_MODELS = {
         "batch_fraction": 0.40, "batch_sd": 2.0,
         "sex_fraction": 0.04, "sex_effect": 3.0,
         "programmes": 12, "programme_fraction": 0.5, "programme_sd": 3.0,
+        "size_fraction": 0.05, "size_sd": 1.3,
         "na_gene_fraction": 0.05,
     },
 }
@@ -77,21 +78,31 @@ def _gene_model(gene_model: str) -> dict:
     return GENE_MODELS[gene_model]
 
 
+def size_quantiles(subjects: int, seed: int) -> np.ndarray:
+    """(P,) the quantile of each patient's nodule diameter within its phenotype's range, uniform in (0, 1), from a
+    stream of its own (so the cohort's other draws do not depend on whether a gene model uses it)."""
+    return np.random.default_rng([seed, 3]).random(subjects)
+
+
 def simulate_genes(phenotype: np.ndarray, sex: np.ndarray, batch: np.ndarray, n_genes: int,
-                   rng: np.random.Generator, gene_model: str = "default") -> tuple[list[str], np.ndarray]:
+                   rng: np.random.Generator, gene_model: str = "default",
+                   size: np.ndarray | None = None) -> tuple[list[str], np.ndarray]:
     """Log2-scale expression of ``n_genes`` usable genes plus about 5% more genes with some "NA" entries.
 
     Args:
         phenotype: (P,) int class index; sex: (P,) 0/1; batch: (P,) 0/1.
         n_genes: genes with no missing value.
         gene_model: a key of ``GENE_MODELS`` ("default" or "hard"), the programme fractions and effect sizes.
+        size: (P,) nodule size quantiles (:func:`size_quantiles`), needed by a model with a size programme
+            (``size_fraction`` > 0, the hard model): genes loading on ``Phi^-1(size)``.
 
     Returns:
         gene names and (n_genes + n_na_genes, P) float64 values, NaN for "NA"; the NA genes sit at random rows.
 
     x[g, p] = mu_g + sd_g * (signature[g, phenotype_p] + batch_g * (batch_p - 1/2) + sex_g * (sex_p - 1/2)
     + sum_k loading_gk * programme_pk + noise), each programme on its own random subset of genes
-    (one programme, proliferation-like, in the default model).
+    (one programme, proliferation-like, in the default model); the hard model adds a programme whose patient
+    score is the nodule's size quantile (``size_loading_g * Phi^-1(size_p)``), so its genes carry the size too.
     """
     m = _gene_model(gene_model)
     n_patients = phenotype.size
@@ -112,6 +123,13 @@ def simulate_genes(phenotype: np.ndarray, sex: np.ndarray, batch: np.ndarray, n_
                 for _ in range(m["programmes"])]
     scores = rng.normal(0, 1, (n_patients, m["programmes"]))  # one column per programme, N(0, 1) per patient
     programmes = sum(np.outer(loading, score) for loading, score in zip(loadings, scores.T, strict=True))
+    if m.get("size_fraction", 0.0) > 0:
+        if size is None:
+            raise ValueError(f"the {gene_model!r} gene model needs the patients' nodule size quantiles")
+        from scipy.special import ndtri
+
+        size_loading = rng.normal(0, m["size_sd"], total) * subset(m["size_fraction"])
+        programmes = programmes + np.outer(size_loading, ndtri(np.clip(size, 1e-6, 1 - 1e-6)))
     z = (signature[:, phenotype] + np.outer(batch_effect, batch - 0.5) + np.outer(sex_effect, sex - 0.5)
          + programmes + rng.normal(0, 1, (total, n_patients)))
     values = mu[:, None] + sd[:, None] * z
@@ -136,15 +154,20 @@ def _unit_vectors(rng, n):
     return v / np.linalg.norm(v, axis=1, keepdims=True)
 
 
-def draw_nodule(rng: np.random.Generator, phenotype: str, spacing: tuple[float, float, float]):
-    """One nodule on a local voxel box centred on its centre.
+def draw_nodule(rng: np.random.Generator, phenotype: str, spacing: tuple[float, float, float],
+                size_quantile: float | None = None):
+    """One nodule on a local voxel box centred on its centre; ``size_quantile`` (in [0, 1]) places its diameter in
+    its phenotype's range (default: a uniform draw from ``rng``).
 
     Returns:
         occupancy: (a, b, c) float32 in [0, 1] (soft margin), hu: (a, b, c) float32 HU of the nodule tissue,
         half: (3,) int half-size of the box in voxels, diameter_mm: the nominal diameter 2R.
     """
     spec = NODULE[phenotype]
-    radius = rng.uniform(*spec["diameter"]) / 2
+    radius = rng.uniform(*spec["diameter"]) / 2  # drawn in every case, so the rest of the stream does not move
+    if size_quantile is not None:
+        low, high = spec["diameter"]
+        radius = (low + (high - low) * float(size_quantile)) / 2
     reach = radius * 2.4 + 3 * spec["margin"] + 2.0
     half = np.ceil(reach / np.asarray(spacing)).astype(int)
     axes = [np.arange(-h, h + 1) * s for h, s in zip(half, spacing, strict=True)]
@@ -191,12 +214,13 @@ def _place(lungs: np.ndarray, spacing, half: np.ndarray, core_mm: float, rng) ->
     raise RuntimeError("no room for the nodule in either lung; enlarge the volume")
 
 
-def _patient(out: Path, pid: str, phenotype: str, sex: int, seed: int, size: int, slices: int, with_pet: bool):
+def _patient(out: Path, pid: str, phenotype: str, sex: int, seed: int, size: int, slices: int, with_pet: bool,
+             size_quantile: float | None = None):
     """Write one patient's CT (+ PET) series and SEG; return its phenotype row."""
     rng = np.random.default_rng([seed, 1, int(pid.split("-")[1])])
     spacing = (340.0 / size, 340.0 / size, 2.5)
     chest = make_chest(rng, (size, size, slices), spacing)
-    occupancy, nodule_hu, half, diameter = draw_nodule(rng, phenotype, spacing)
+    occupancy, nodule_hu, half, diameter = draw_nodule(rng, phenotype, spacing, size_quantile)
     core = diameter / 2 * (1 + NODULE[phenotype]["lobes"]) + 3 * NODULE[phenotype]["margin"]
     centre = _place(chest.lungs, spacing, half, core + 3.0, rng)
     box = tuple(slice(c - h, c + h + 1) for c, h in zip(centre, half, strict=True))
@@ -265,13 +289,15 @@ def write_nsclc_cohort(out_dir, subjects: int | None = None, seed: int = 0, n_ge
         raise BundleInputError(f"subjects must be at least 1, got {subjects}", field="subjects",
                                hint="pass --subjects 1 or more")
     ids, phenotype, sex, batch, no_genes = cohort_design(subjects, seed)
+    sized = _gene_model(gene_model).get("size_fraction", 0.0) > 0
+    quantiles = size_quantiles(subjects, seed)
     with atomic_dir(out_dir, record=None, setting="out_dir") as work:
-        calls = [(work, pid, PHENOTYPES[phenotype[i]], int(sex[i]), seed, size, slices, i % 6 == 5)
-                 for i, pid in enumerate(ids)]
+        calls = [(work, pid, PHENOTYPES[phenotype[i]], int(sex[i]), seed, size, slices, i % 6 == 5,
+                  float(quantiles[i]) if sized else None) for i, pid in enumerate(ids)]
         rows = map_patients(_patient, calls, workers, "nsclc")
         with_genes = [i for i in range(subjects) if i not in no_genes]
         names, values = simulate_genes(phenotype[with_genes], sex[with_genes], batch[with_genes], n_genes,
-                                       np.random.default_rng([seed, 2]), gene_model)
+                                       np.random.default_rng([seed, 2]), gene_model, size=quantiles[with_genes])
         atomic_write_text(gene_table_text([ids[i] for i in with_genes], names, values), work / "genes.tsv")
         table = io.StringIO()
         writer = csv.DictWriter(table, fieldnames=["patient_id", "phenotype", "diameter_mm", "mean_hu"])
