@@ -238,12 +238,10 @@ class RadiogenomicGenerator(nn.Module):
         )
         self.out = nn.Sequential(nn.Conv2d(channels[0], 3 if fusion == "weight_map" else 2, 3, padding=1), nn.Tanh())
         init_orthogonal(self)
-        for name, sigma in (("psf_sigma", psf_sigma), ("object_sigma", object_sigma)):
+        for buffer, name, sigma in (("psf", "psf_sigma", psf_sigma), ("object_psf", "object_sigma", object_sigma)):
             if isinstance(sigma, bool) or not isinstance(sigma, (int, float)) or not sigma > 0:
                 raise ValueError(f"{name} must be a positive number of pixels, got {sigma!r}")
-        self.register_buffer("psf", gaussian_kernel(float(psf_sigma), max(1, round(2 * float(psf_sigma)))), persistent=False)
-        self.register_buffer("object_psf", gaussian_kernel(float(object_sigma), max(1, round(2 * float(object_sigma)))),
-                             persistent=False)
+            self.register_buffer(buffer, gaussian_kernel(float(sigma), max(1, round(2 * float(sigma)))), persistent=False)
 
     @torch.jit.export
     def encode_genes(self, genes: torch.Tensor) -> torch.Tensor:

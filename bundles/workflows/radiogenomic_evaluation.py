@@ -251,12 +251,16 @@ def _table1(fake: dict, backgrounds: torch.Tensor, erosion: int) -> dict:
             "background_region": regional_metrics(generated, reference, region)}
 
 
-def _fraction_ci(flags: np.ndarray, seed: int, num_resamples: int = 2000) -> dict:
-    """Fraction of True over profiles' outputs, with a bootstrap interval over profiles (axis 1 of (K, P, N))."""
-    per_profile = flags.mean(axis=(0, 2))
+def _group_bootstrap_ci(per_group: np.ndarray, seed: int, num_resamples: int = 2000) -> list[float]:
+    """95 % percentile interval of the mean of (G,) per-group values, resampling the groups."""
     rng = np.random.default_rng(seed)
-    means = per_profile[rng.integers(0, per_profile.size, (num_resamples, per_profile.size))].mean(axis=1)
-    return {"value": float(flags.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+    means = per_group[rng.integers(0, per_group.size, (num_resamples, per_group.size))].mean(axis=1)
+    return [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))]
+
+
+def _fraction_ci(flags: np.ndarray, seed: int) -> dict:
+    """Fraction of True over profiles' outputs, with a bootstrap interval over profiles (axis 1 of (K, P, N))."""
+    return {"value": float(flags.mean()), "ci95": _group_bootstrap_ci(flags.mean(axis=(0, 2)), seed),
             "num_outputs": int(flags.size)}
 
 
@@ -269,9 +273,7 @@ def _real_nodule_fraction(subjects: dict, seed: int) -> dict:
     for s in subjects["slices"]:
         flags[s["patient_id"]].append(contains_nodule(s["image_hu"], s["mask"]))
     per_patient = np.array([np.mean(flags[p]) for p in ids])
-    rng = np.random.default_rng(seed)
-    means = per_patient[rng.integers(0, per_patient.size, (2000, per_patient.size))].mean(axis=1)
-    return {"value": float(per_patient.mean()), "ci95": [float(np.percentile(means, 2.5)), float(np.percentile(means, 97.5))],
+    return {"value": float(per_patient.mean()), "ci95": _group_bootstrap_ci(per_patient, seed),
             "num_slices": len(subjects["slices"]),
             "what": "real nodule slices that pass the rule, mean over patients of each patient's fraction"}
 
