@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import ast
 import difflib
+import json
 import logging
+import re
 import sys
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -204,13 +206,27 @@ def _config_files(value: str) -> list[str]:
     return [v for v in value.split(",") if v]
 
 
-def _ids(config, prefix: str = "") -> Iterator[str]:
-    """Every config id (``a``, ``a#b``, ``a#0#c``) of a parsed JSON config."""
+def _items(config, prefix: str = "") -> Iterator[tuple[str, object]]:
+    """``(id, value)`` of every config id (``a``, ``a#b``, ``a#0#c``) of a parsed JSON config."""
     items = config.items() if isinstance(config, dict) else enumerate(config) if isinstance(config, list) else ()
     for key, value in items:
         key = f"{prefix}{key}"
-        yield key
-        yield from _ids(value, key + "#")
+        yield key, value
+        yield from _items(value, key + "#")
+
+
+def _suggestions(key: str, values: dict, components: set[str]) -> list[str]:
+    """Up to three settings named like ``key``: components are not settings, and a component's argument wired to
+    a setting (``"path": "@ckpt_path"``) stands for that setting."""
+    names = {}
+    for name, value in values.items():
+        parent = name.rpartition("#")[0]
+        if name in components or name.endswith("#_target_"):
+            continue
+        wired = parent in components and isinstance(value, str) and re.fullmatch(r"@[\w#]+", value)
+        names[name] = value[1:] if wired else name
+    close = difflib.get_close_matches(key, sorted(names), n=3, cutoff=0.6)
+    return list(dict.fromkeys(names[name] for name in close))
 
 
 def check_command_line(argv: list[str] | None = None) -> None:
@@ -218,10 +234,13 @@ def check_command_line(argv: list[str] | None = None) -> None:
 
     MONAI adds an unknown key silently (``--train#dataloader#batch_sise 4`` would train with the default
     batch size), so each ``--key`` must already exist in the merged config files; with ``--tracking``, the
-    tracking settings' keys are allowed too. Does nothing outside that command line.
+    tracking settings' keys are allowed too. A component (a dict with ``_target_``, such as ``model``) is
+    what the config builds from its settings, not a setting: overriding it is refused with the settings it
+    reads, and the closest names suggested for a misspelt key are settings only. Does nothing outside that
+    command line.
 
     Raises:
-        BundleInputError: an unknown key, with the closest known ones.
+        BundleInputError: an unknown key, with the closest known settings, or a component.
     """
     from monai.bundle import ConfigParser
     from monai.bundle.utils import DEFAULT_EXP_MGMT_SETTINGS
@@ -234,15 +253,22 @@ def check_command_line(argv: list[str] | None = None) -> None:
         return
     files = _config_files(overrides["config_file"])
     config = ConfigParser.load_config_files(files)
-    known = set(_ids(config))
+    values = dict(_items(config))
+    known = set(values)
     if "tracking" in overrides:
         settings = DEFAULT_EXP_MGMT_SETTINGS.get(overrides["tracking"])
         if settings is None and Path(overrides["tracking"]).is_file():
             settings = ConfigParser.load_config_file(overrides["tracking"])
         known |= set((settings or {}).get("configs", {}))
+    components = {name for name, value in values.items() if isinstance(value, dict) and "_target_" in value}
     for key in overrides:
+        if key in components:
+            references = dict.fromkeys(re.findall(r"@([\w#]+)", json.dumps(values[key])))
+            inputs = [f"--{ref}" for ref in references if ref in known and ref not in components]
+            hint = f"set {' or '.join(inputs)} instead" if inputs else f"override its arguments (--{key}#<name>)"
+            raise BundleInputError("is built by the config, not a setting", field=f"--{key}", hint=hint)
         if key in _RUN_ARGUMENTS or key in known:
             continue
-        close = difflib.get_close_matches(key, sorted(known), n=3, cutoff=0.6)
+        close = _suggestions(key, values, components)
         hint = f"did you mean {' or '.join('--' + c for c in close)}?" if close else "check the spelling in the config"
         raise BundleInputError(f"no such setting in {', '.join(files)}", field=f"--{key}", hint=hint)

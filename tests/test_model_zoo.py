@@ -108,7 +108,7 @@ def test_one_run_id_convention_and_checks_before_work(name):
     assert "network" in train["train"]["save_dict"]  # the settings travel with the weights
     for file in ("inference.json", "evaluate.json"):
         text = (configs / file).read_text()
-        assert "datalist'][" not in text and "read_model(" in text  # networks from the model's record only
+        assert "datalist'][" not in text and "bundles.models.read_model" in text  # networks from the model's record only
     assert (configs / "multi_gpu_train.json").read_text() == (REPO / "radiogan_bundle" / "configs" /
                                                                "multi_gpu_train.json").read_text()
 

@@ -188,6 +188,18 @@ def test_a_misspelt_setting_on_the_command_line_is_refused_with_the_closest_name
     check_command_line([*argv, "--tracking", "mlflow"])
 
 
+def test_a_component_is_not_a_setting_and_is_never_the_suggestion_for_one():
+    argv = [str(Path("x") / "monai" / "bundle" / "__main__.py"), "run", "inference",
+            "--config_file", str(CTSTYLE.configs / "inference.json"), "--model_path", "my.pt"]
+    error = user_error(check_command_line, argv)  # "model" is close but is the network built from ckpt_path
+    assert error.field == "--model_path" and "--ckpt_path" in str(error) and "--model?" not in str(error)
+    argv[-2:] = ["--model", "my.pt"]
+    error = user_error(check_command_line, argv)
+    assert error.field == "--model" and "not a setting" in str(error) and "set --ckpt_path instead" in str(error)
+    argv[-2:] = ["--ckpt_path", "my.pt"]
+    check_command_line(argv)
+
+
 def test_every_config_checks_only_settings_it_has_rules_for():
     with pytest.raises(ValueError, match="no rule"):
         check_settings({"surprise": 1})
