@@ -329,7 +329,7 @@ def test_two_iterations_from_the_training_config(demo_prepared, tmp_path, model_
     trainer = workflow.parser.get_parsed_content("train#trainer")
     assert trainer.state.iteration == 2
     losses = trainer.state.output[0]["loss"]
-    expected = {"d_i", "d_is", "d_isg", "d_total", "g_i", "g_is", "g_isg", "g_background_l1", "g_total",
+    expected = {"d_i", "d_is", "d_isg", "d_n", "d_total", "g_i", "g_is", "g_isg", "g_n", "g_background_l1", "g_total",
                 "g_appearance", "g_consistency_size", "g_consistency_density", "g_consistency_spread",
                 "g_consistency_boundary", "g_consistency_interior"}
     assert set(losses) == expected | ({"g_kl"} if model_type == "baseline" else set())

@@ -40,6 +40,13 @@ class ArithmeticDiscriminator:
         return self.image_logits(image), self.pair_logits(features), self.gene_logits(features, genes)
 
 
+class LocalArithmeticDiscriminator(ArithmeticDiscriminator):
+    """The same three heads and a D_N = the window's mean image (the window of a constant image is the constant)."""
+
+    def __call__(self, image, mask, genes):
+        return [*super().__call__(image, mask, genes), image.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)]
+
+
 def _const(values, size=4):
     return torch.tensor(values, dtype=torch.float32).view(-1, 1, 1, 1).expand(-1, 1, size, size).contiguous()
 
@@ -98,6 +105,21 @@ def test_background_l1_on_eroded_inverse_mask():
     assert terms["g_background_l1"].item() == pytest.approx(expected_l1)
     adversarial = 8 * terms["g_i"] + terms["g_is"] + 10 * terms["g_isg"]
     assert terms["g_total"].item() == pytest.approx(adversarial.item() + 100 * expected_l1)
+
+
+def test_nodule_head_terms_by_hand_and_only_with_a_nodule_head():
+    loss = RadiogenomicGANLoss(weight_nodule=3.0)
+    plain = loss.discriminator_terms(ArithmeticDiscriminator(), IMAGE, MASK, GENES, FAKE_IMAGE, FAKE_MASK)
+    local = loss.discriminator_terms(LocalArithmeticDiscriminator(), IMAGE, MASK, GENES, FAKE_IMAGE, FAKE_MASK)
+    assert "d_n" not in plain
+    # L_DN: D_N(x, m) = (0.5, -0.5) -> ((-0.5)^2 + (-1.5)^2) / 2 = 1.25; D_N(G_x, G_m) = (0.25, 0) -> 0.0625 / 2
+    assert local["d_n"].item() == pytest.approx(1.28125)
+    assert local["d_total"].item() == pytest.approx(plain["d_total"].item() + 3.0 * 1.28125)
+    g_plain = loss.generator_terms(ArithmeticDiscriminator(), IMAGE, GENES, FAKE_IMAGE, FAKE_MASK)
+    g_local = loss.generator_terms(LocalArithmeticDiscriminator(), IMAGE, GENES, FAKE_IMAGE, FAKE_MASK)
+    assert "g_n" not in g_plain
+    assert g_local["g_n"].item() == pytest.approx((0.75**2 + 1.0) / 2)  # D_N(G_x, G_m) - 1 = (-0.75, -1)
+    assert g_local["g_total"].item() == pytest.approx(g_plain["g_total"].item() + 3.0 * 0.78125)
 
 
 def test_kl_term_by_hand():

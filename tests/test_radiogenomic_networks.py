@@ -205,6 +205,25 @@ def test_discriminator_heads_and_script():
     torch.testing.assert_close(scripted(background, mask, genes)[2], d_isg)
 
 
+def test_the_nodule_head_sees_only_the_window_around_the_nodule():
+    net = RadiogenomicDiscriminator(G, image_size=S, base_channels=4, code_dim=7, nodule_patch=8).eval()
+    image, code = torch.randn(1, 1, S, S), torch.randn(1, 7)
+    mask = -torch.ones(1, 1, S, S)
+    mask[..., 4:8, 20:24] = 1.0  # a 4 x 4 nodule, centroid (5.5, 21.5) -> window rows 2-9, columns 18-25
+    logits = net(image, mask, code)
+    assert len(logits) == 4 and logits[3].shape == (1, 1, 1, 1)
+    far, near = image.clone(), image.clone()
+    far[..., 20:, :10] += 1.0
+    near[..., 3, 19] += 1.0
+    torch.testing.assert_close(net(far, mask, code)[3], logits[3])
+    assert (net(near, mask, code)[3] - logits[3]).abs().item() > 0
+    assert len(RadiogenomicDiscriminator(G, image_size=S, base_channels=4, code_dim=7)(image, mask, code)) == 3
+    scripted = torch.jit.script(net)
+    torch.testing.assert_close(scripted(image, mask, code)[3], logits[3])
+    with pytest.raises(ValueError, match="nodule_patch"):
+        RadiogenomicDiscriminator(G, image_size=S, nodule_patch=6)
+
+
 def test_bad_settings():
     with pytest.raises(ValueError, match="multiple of 16"):
         RadiogenomicGenerator(G, image_size=40)

@@ -176,6 +176,12 @@ def test_crop_patches_centre_on_the_nodule_and_stay_inside():
     assert patches.shape == (2, 1, 8, 8)
     torch.testing.assert_close(patches[0], images[0, :, 0:8, 8:16])
     torch.testing.assert_close(patches[1], images[1, :, 4:12, 4:12])  # empty mask: the centre
+    # several channels share the window, and the gradient reaches the image (D_N crops the generator's output)
+    pairs = torch.cat([images, 2 * images], dim=1).requires_grad_(True)
+    cropped = crop_patches(pairs, masks, 8)
+    torch.testing.assert_close(cropped[:, 1], 2 * patches[:, 0])
+    cropped.sum().backward()
+    assert pairs.grad[0, :, 0:8, 8:16].eq(1).all() and pairs.grad.sum().item() == 2 * 2 * 64
 
 
 def test_two_sample_auc_keeps_groups_in_one_fold():

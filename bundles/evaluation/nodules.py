@@ -33,6 +33,8 @@ import torch
 from scipy import ndimage
 from scipy.spatial import ConvexHull, QhullError
 
+from bundles.networks.radiogenomic import crop_patches, gaussian_kernel
+
 __all__ = ["DESCRIPTORS", "contains_nodule", "crop_patches", "descriptor_matrix", "nodule_contrast", "nodule_descriptors",
            "paste_nodules"]
 
@@ -128,33 +130,6 @@ def contains_nodule(image_hu: np.ndarray, mask: np.ndarray, *, min_pixels: int =
     return bool(np.isfinite(contrast) and contrast >= contrast_hu)
 
 
-def crop_patches(images: torch.Tensor, masks: torch.Tensor, size: int = 32) -> torch.Tensor:
-    """``size`` x ``size`` patches centred on each image's nodule: what a generator drew, not the background it
-    was given.
-
-    Args:
-        images: (M, 1, H, W); masks: (M, 1, H, W), nodule where > 0 (True).
-        size: patch side (at most min(H, W)).
-
-    Returns:
-        (M, 1, size, size): the window around the mask's centroid (rounded), shifted to lie inside the image; the
-        image centre for an empty mask.
-    """
-    m, _, h, w = images.shape
-    if size > min(h, w):
-        raise ValueError(f"patch size {size} exceeds the images' {h} x {w}")
-    out = images.new_empty((m, 1, size, size))
-    nodule = (masks > 0).reshape(m, h, w)
-    for i in range(m):
-        rows, cols = torch.nonzero(nodule[i], as_tuple=True)
-        c0 = int(torch.round(rows.float().mean())) if rows.numel() else h // 2
-        c1 = int(torch.round(cols.float().mean())) if cols.numel() else w // 2
-        r0 = min(max(c0 - size // 2, 0), h - size)
-        s0 = min(max(c1 - size // 2, 0), w - size)
-        out[i] = images[i, :, r0 : r0 + size, s0 : s0 + size]
-    return out
-
-
 def paste_nodules(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
     """Real nodules moved onto other backgrounds, through a point-spread function P (Gaussian, ``sigma`` pixels):
     ``background + P(m) * (P(image) - P(background))``, the default generator's own pixel-level fusion with a real
@@ -165,8 +140,6 @@ def paste_nodules(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.
         images: (M, 1, S, S) real nodule slices in [-1, 1]; masks: (M, 1, S, S) (nodule > 0);
         backgrounds: (M, 1, S, S) the backgrounds to paste onto, in [-1, 1].
     """
-    from bundles.networks.radiogenomic import gaussian_kernel
-
     radius = max(1, int(round(2 * sigma)))
     kernel = gaussian_kernel(sigma, radius).to(images.dtype)
 

@@ -22,7 +22,10 @@ Beyond the paper (weights 0 give the paper's objective exactly):
   spread, boundary length and interior spread match those of the real slice paired with it, ``E |d(G_m) -
   d(m)| / S + E |mu(G_x, G_m) - mu(x, m)| / 2 + E |sigma(G_x, G_m) - sigma(x, m)| / 2 + E |L(G_m) - L(m)| / 4S +
   E |s(G_x, G_m) - s(x, m)| / 2`` (fractions of the image side and of the intensity range), so the generator
-  draws one nodule, of the size, density, texture and outline of the patient's, not a speckle or a blotch.
+  draws one nodule, of the size, density, texture and outline of the patient's, not a speckle or a blotch;
+- ``nodule`` (a discriminator with a D_N head, :class:`bundles.networks.radiogenomic.RadiogenomicDiscriminator`):
+  ``L_DN = E[(D_N(x,m)-1)^2] + E[D_N(G_x,G_m)^2]`` and ``E[(D_N(G_x,G_m)-1)^2]`` for the generator, a local
+  adversary on the window around the nodule, where the whole-slice heads see mostly the given background.
 """
 
 from __future__ import annotations
@@ -190,7 +193,8 @@ class RadiogenomicGANLoss:
         erosion: side in pixels of the square that erodes the generated background (5, as MC-GAN).
         weight_kl: weight of the conditioning-augmentation KL term (baseline generator only).
         weight_appearance: weight of :func:`appearance_term` (0 = the paper).
-        weight_consistency: weight of the sum of the three parts of :func:`consistency_term` (0 = the paper).
+        weight_consistency: weight of the sum of the parts of :func:`consistency_term` (0 = the paper).
+        weight_nodule: weight of the D_N terms, counted when the discriminator returns a D_N logit.
     """
 
     def __init__(
@@ -203,6 +207,7 @@ class RadiogenomicGANLoss:
         weight_kl: float = 1.0,
         weight_appearance: float = 0.0,
         weight_consistency: float = 0.0,
+        weight_nodule: float = 0.0,
     ):
         self.weight_i = float(weight_i)
         self.weight_is = float(weight_is)
@@ -212,6 +217,7 @@ class RadiogenomicGANLoss:
         self.weight_kl = float(weight_kl)
         self.weight_appearance = float(weight_appearance)
         self.weight_consistency = float(weight_consistency)
+        self.weight_nodule = float(weight_nodule)
 
     def discriminator_terms(
         self,
@@ -226,16 +232,16 @@ class RadiogenomicGANLoss:
         """Images / masks (B, 1, H, W) in [-1, 1], gene codes or genes (B, K); fakes and codes should be detached.
 
         ``patients`` (B,) picks the mismatched masks and codes from other patients (:func:`mismatched_index`);
-        without it the batch is rolled by one. Returns ``d_i``, ``d_is``, ``d_isg`` (L_DI, L_DIS, L_DISG) and
-        their weighted sum ``d_total``.
+        without it the batch is rolled by one. Returns ``d_i``, ``d_is``, ``d_isg`` (L_DI, L_DIS, L_DISG),
+        ``d_n`` (L_DN) when the discriminator has a D_N head, and their weighted sum ``d_total``.
         """
         index = mismatched_index(patients, image.shape[0]) if patients is not None else None
         wrong_mask, wrong_condition = mismatched(mask, index), mismatched(condition, index)
         # every head through the discriminator's forward, so a DistributedDataParallel wrapper syncs its gradients
-        i_real, is_real, isg_real = discriminator(image, mask, condition)
-        _, is_wrong_mask, isg_wrong_mask = discriminator(image, wrong_mask, condition)
-        _, _, isg_wrong_genes = discriminator(image, mask, wrong_condition)
-        i_fake, is_fake, isg_fake = discriminator(fake_image, fake_mask, condition)
+        i_real, is_real, isg_real, *n_real = discriminator(image, mask, condition)
+        _, is_wrong_mask, isg_wrong_mask, *_ = discriminator(image, wrong_mask, condition)
+        _, _, isg_wrong_genes, *_ = discriminator(image, mask, wrong_condition)
+        i_fake, is_fake, isg_fake, *n_fake = discriminator(fake_image, fake_mask, condition)
         d_i = least_squares(i_real, 1.0) + least_squares(i_fake, 0.0)
         d_is = least_squares(is_real, 1.0) + least_squares(is_wrong_mask, 0.0) + least_squares(is_fake, 0.0)
         d_isg = (
@@ -245,7 +251,12 @@ class RadiogenomicGANLoss:
             + least_squares(isg_fake, 0.0)
         )
         total = self.weight_i * d_i + self.weight_is * d_is + self.weight_isg * d_isg
-        return {"d_i": d_i, "d_is": d_is, "d_isg": d_isg, "d_total": total}
+        terms = {"d_i": d_i, "d_is": d_is, "d_isg": d_isg}
+        if n_real:
+            terms["d_n"] = least_squares(n_real[0], 1.0) + least_squares(n_fake[0], 0.0)
+            total = total + self.weight_nodule * terms["d_n"]
+        terms["d_total"] = total
+        return terms
 
     def generator_terms(
         self,
@@ -263,12 +274,13 @@ class RadiogenomicGANLoss:
     ) -> dict[str, torch.Tensor]:
         """Generator terms for fakes made from ``background`` (B, 1, H, W) and the gene code / genes ``condition``.
 
-        Returns ``g_i``, ``g_is``, ``g_isg``, ``g_background_l1`` (mean over pixels of |G_x - b| * M_bg),
-        ``g_kl`` when ``kl`` is given, ``g_appearance`` when ``code`` (B, code_dim) and ``appearance`` (B, D) are
-        given, ``g_consistency_<part>`` for each part of :func:`consistency_term` (``CONSISTENCY_PARTS``) when the real
-        ``image`` and ``mask`` paired with each fake are given, and ``g_total`` (weighted sum).
+        Returns ``g_i``, ``g_is``, ``g_isg``, ``g_n`` when the discriminator has a D_N head, ``g_background_l1``
+        (mean over pixels of |G_x - b| * M_bg), ``g_kl`` when ``kl`` is given, ``g_appearance`` when ``code``
+        (B, code_dim) and ``appearance`` (B, D) are given, ``g_consistency_<part>`` for each part of
+        :func:`consistency_term` (``CONSISTENCY_PARTS``) when the real ``image`` and ``mask`` paired with each fake
+        are given, and ``g_total`` (weighted sum).
         """
-        i_fake, is_fake, isg_fake = discriminator(fake_image, fake_mask, condition)
+        i_fake, is_fake, isg_fake, *n_fake = discriminator(fake_image, fake_mask, condition)
         g_i = least_squares(i_fake, 1.0)
         g_is = least_squares(is_fake, 1.0)
         g_isg = least_squares(isg_fake, 1.0)
@@ -276,6 +288,9 @@ class RadiogenomicGANLoss:
         l1 = ((fake_image - background).abs() * region).mean()
         total = self.weight_i * g_i + self.weight_is * g_is + self.weight_isg * g_isg + self.lambda_background * l1
         terms = {"g_i": g_i, "g_is": g_is, "g_isg": g_isg, "g_background_l1": l1}
+        if n_fake:
+            terms["g_n"] = least_squares(n_fake[0], 1.0)
+            total = total + self.weight_nodule * terms["g_n"]
         if kl is not None:
             terms["g_kl"] = kl
             total = total + self.weight_kl * kl

@@ -387,6 +387,34 @@ class MCGANGenerator(nn.Module):
         return weights
 
 
+def crop_patches(images: torch.Tensor, masks: torch.Tensor, size: int = 32) -> torch.Tensor:
+    """``size`` x ``size`` patches centred on each image's nodule: what a generator drew, not the background it
+    was given. Differentiable in ``images`` (the windows are chosen from the masks, without a gradient).
+
+    Args:
+        images: (M, C, H, W); masks: (M, 1, H, W), nodule where > 0 (True).
+        size: patch side (at most min(H, W)).
+
+    Returns:
+        (M, C, size, size): the window around the mask's centroid (rounded), shifted to lie inside the image; the
+        image centre for an empty mask.
+    """
+    m, _, h, w = images.shape
+    if size > min(h, w):
+        raise ValueError(f"patch size {size} exceeds the images' {h} x {w}")
+    nodule = (masks.detach() > 0).reshape(m, h, w)
+    patches: list[torch.Tensor] = []
+    for i in range(m):
+        where = torch.nonzero(nodule[i]).float()
+        c0, c1 = h // 2, w // 2
+        if where.shape[0] > 0:
+            c0, c1 = int(torch.round(where[:, 0].mean())), int(torch.round(where[:, 1].mean()))
+        r0 = min(max(c0 - size // 2, 0), h - size)
+        s0 = min(max(c1 - size // 2, 0), w - size)
+        patches.append(images[i, :, r0 : r0 + size, s0 : s0 + size])
+    return torch.stack(patches)
+
+
 def _down(in_channels: int, channels: list[int]) -> nn.Sequential:
     """4x4 stride-2 convs, LeakyReLU(0.2), BN after the first: (B, in, S, S) -> (B, channels[-1], S/16, S/16)."""
     layers: list[nn.Module] = [nn.Conv2d(in_channels, channels[0], 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
@@ -396,11 +424,18 @@ def _down(in_channels: int, channels: list[int]) -> nn.Sequential:
 
 
 class RadiogenomicDiscriminator(nn.Module):
-    """Three-head discriminator: D_I(image), D_IS(image, mask), D_ISG(image, mask, gene code).
+    """Three-head discriminator: D_I(image), D_IS(image, mask), D_ISG(image, mask, gene code); with
+    ``nodule_patch`` > 0 a fourth, D_N(image, mask) on the ``nodule_patch``-pixel window around the mask's centroid.
 
     D_I and D_IS each have their own encoder down to S/16; D_ISG concatenates the D_IS features with a gene code
     tiled over the map, then conv3x3 + BN + LeakyReLU. Every head ends in a (S/16 x S/16) convolution to a
     (B, 1, 1, 1) logit (least-squares targets, no activation).
+
+    D_N is a local discriminator (Iizuka et al., "Globally and locally consistent image completion", 2017): the
+    nodule is a few percent of the slice, so the whole-slice heads judge mostly the background the generator was
+    given; D_N sees only the nodule and its margin (:func:`crop_patches`; the image only: a real mask is binary and a
+    generated one soft, which would tell them apart without looking at the nodule), through two
+    stride-2 convolutions to (P/4 x P/4) and a convolution to its logit.
 
     The gene code is, as in the paper, the generator's phi(g), handed in by the trainer (``condition`` of
     :meth:`forward` and :meth:`gene_logits` is then (B, code_dim)): the discriminator step receives it detached,
@@ -415,10 +450,11 @@ class RadiogenomicDiscriminator(nn.Module):
         code_dim: length of the gene code (the generator's ``code_dim``, or of the own encoder's output).
         hidden: the own gene mapping network's hidden width (``gene_encoder=True`` only).
         gene_encoder: own a gene mapping network (``True``) or read the generator's code (``False``, the paper).
+        nodule_patch: P, the side of D_N's window in pixels (a multiple of 4, at most S); 0 = no D_N (the paper).
     """
 
     def __init__(self, num_genes: int, image_size: int = 128, base_channels: int = 32, code_dim: int = 128,
-                 hidden: int = 512, gene_encoder: bool = False):
+                 hidden: int = 512, gene_encoder: bool = False, nodule_patch: int = 0):
         super().__init__()
         self.num_genes = num_genes
         self.image_size = image_size
@@ -433,6 +469,11 @@ class RadiogenomicDiscriminator(nn.Module):
         self.head_i = nn.Conv2d(channels[-1], 1, size)
         self.head_is = nn.Conv2d(channels[-1], 1, size)
         self.head_isg = nn.Conv2d(channels[-1], 1, size)
+        self.nodule_patch = int(nodule_patch)
+        if self.nodule_patch < 0 or self.nodule_patch % 4 or self.nodule_patch > image_size:
+            raise ValueError(f"nodule_patch must be 0 or a multiple of 4 up to image_size {image_size}, got {nodule_patch}")
+        self.nodule_encoder = _down(1, channels[:2]) if self.nodule_patch else nn.Identity()
+        self.head_n = nn.Conv2d(channels[1], 1, self.nodule_patch // 4) if self.nodule_patch else nn.Identity()
         init_orthogonal(self)
 
     @torch.jit.export
@@ -457,13 +498,18 @@ class RadiogenomicDiscriminator(nn.Module):
         code = self.gene_encoder(condition)[:, :, None, None].expand(-1, -1, features.shape[2], features.shape[3])
         return self.head_isg(self.joint(torch.cat([features, code], dim=1)))
 
-    def forward(
-        self, image: torch.Tensor, mask: torch.Tensor, condition: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(B, 1, S, S), (B, 1, S, S), gene code (B, code_dim) or genes (B, G) -> logits of D_I, D_IS, D_ISG,
-        each (B, 1, 1, 1)."""
+    def nodule_logits(self, image: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+        """D_N: (B, 1, S, S) x 2 -> (B, 1, 1, 1), from the (P x P) window around each mask's nodule."""
+        return self.head_n(self.nodule_encoder(crop_patches(image, mask, self.nodule_patch)))
+
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, condition: torch.Tensor) -> list[torch.Tensor]:
+        """(B, 1, S, S), (B, 1, S, S), gene code (B, code_dim) or genes (B, G) -> logits of D_I, D_IS, D_ISG
+        (and D_N when ``nodule_patch`` > 0), each (B, 1, 1, 1)."""
         features = self.pair_features(image, mask)
-        return self.image_logits(image), self.pair_logits(features), self.gene_logits(features, condition)
+        logits = [self.image_logits(image), self.pair_logits(features), self.gene_logits(features, condition)]
+        if self.nodule_patch > 0:
+            logits.append(self.nodule_logits(image, mask))
+        return logits
 
 
 def build_generator(model_type: str, **kwargs) -> nn.Module:
