@@ -27,9 +27,10 @@ from bundles.models import load_checkpoint
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", params=CASES, ids=lambda c: c.name)
+@pytest.fixture(scope="module", params=[pytest.param(c, id=c.name, marks=pytest.mark.xdist_group(c.name)) for c in CASES])
 def case(request, tmp_path_factory):
-    """(case, prepared dataset) for each bundle: its raw demo cohort prepared once by the CLI."""
+    """(case, prepared dataset) for each bundle: its raw demo cohort prepared once by the CLI (under pytest-xdist,
+    once per bundle: a bundle's operations run on one worker)."""
     bundle_case = request.param
     root = tmp_path_factory.mktemp(bundle_case.name)
     raw = bundle_case.make_raw(root / "raw")
