@@ -35,16 +35,24 @@ class ArithmeticDiscriminator:
     def gene_logits(self, features, genes):
         return features[:, 1:].mean(dim=(2, 3), keepdim=True) + genes.mean(dim=1).view(-1, 1, 1, 1)
 
-    def __call__(self, image, mask, genes):
+    def __call__(self, image, mask, genes, nodule=True):
         features = self.pair_features(image, mask)
         return self.image_logits(image), self.pair_logits(features), self.gene_logits(features, genes)
 
 
 class LocalArithmeticDiscriminator(ArithmeticDiscriminator):
-    """The same three heads and a D_N = the window's mean image (the window of a constant image is the constant)."""
+    """The same three heads and a D_N = the window's mean image (the window of a constant image is the constant);
+    counts the calls that ran D_N."""
 
-    def __call__(self, image, mask, genes):
-        return [*super().__call__(image, mask, genes), image.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1)]
+    def __init__(self):
+        self.nodule_calls = 0
+
+    def __call__(self, image, mask, genes, nodule=True):
+        heads = list(super().__call__(image, mask, genes))
+        if nodule:
+            self.nodule_calls += 1
+            heads.append(image.mean(dim=(1, 2, 3)).view(-1, 1, 1, 1))
+        return heads
 
 
 def _const(values, size=4):
@@ -110,8 +118,10 @@ def test_background_l1_on_eroded_inverse_mask():
 def test_nodule_head_terms_by_hand_and_only_with_a_nodule_head():
     loss = RadiogenomicGANLoss(weight_nodule=3.0)
     plain = loss.discriminator_terms(ArithmeticDiscriminator(), IMAGE, MASK, GENES, FAKE_IMAGE, FAKE_MASK)
-    local = loss.discriminator_terms(LocalArithmeticDiscriminator(), IMAGE, MASK, GENES, FAKE_IMAGE, FAKE_MASK)
+    local_discriminator = LocalArithmeticDiscriminator()
+    local = loss.discriminator_terms(local_discriminator, IMAGE, MASK, GENES, FAKE_IMAGE, FAKE_MASK)
     assert "d_n" not in plain
+    assert local_discriminator.nodule_calls == 2  # real and fake; the two mismatched pairs skip D_N
     # L_DN: D_N(x, m) = (0.5, -0.5) -> ((-0.5)^2 + (-1.5)^2) / 2 = 1.25; D_N(G_x, G_m) = (0.25, 0) -> 0.0625 / 2
     assert local["d_n"].item() == pytest.approx(1.28125)
     assert local["d_total"].item() == pytest.approx(plain["d_total"].item() + 3.0 * 1.28125)

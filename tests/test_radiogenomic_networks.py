@@ -218,8 +218,10 @@ def test_the_nodule_head_sees_only_the_window_around_the_nodule():
     torch.testing.assert_close(net(far, mask, code)[3], logits[3])
     assert (net(near, mask, code)[3] - logits[3]).abs().item() > 0
     assert len(RadiogenomicDiscriminator(G, image_size=S, base_channels=4, code_dim=7)(image, mask, code)) == 3
+    assert len(net(image, mask, code, nodule=False)) == 3
     scripted = torch.jit.script(net)
     torch.testing.assert_close(scripted(image, mask, code)[3], logits[3])
+    assert len(scripted(image, mask, code, nodule=False)) == 3
     with pytest.raises(ValueError, match="nodule_patch"):
         RadiogenomicDiscriminator(G, image_size=S, nodule_patch=6)
 

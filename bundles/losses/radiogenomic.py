@@ -184,8 +184,9 @@ def appearance_term(code: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
 class RadiogenomicGANLoss:
     """Owns the bookkeeping of the three discriminator heads, the mismatched pairs and the weights.
 
-    Works with any discriminator that is called as ``discriminator(image, mask, condition)`` and returns the
-    D_I, D_IS and D_ISG logits (see :class:`bundles.networks.radiogenomic.RadiogenomicDiscriminator`).
+    Works with any discriminator that is called as ``discriminator(image, mask, condition, nodule=...)`` and
+    returns the D_I, D_IS and D_ISG logits, and a D_N logit when it has one and ``nodule`` is true (see
+    :class:`bundles.networks.radiogenomic.RadiogenomicDiscriminator`).
 
     Args:
         weight_i, weight_is, weight_isg: weights of the D_I, D_IS and D_ISG terms (paper code: 8, 1, 10).
@@ -239,8 +240,8 @@ class RadiogenomicGANLoss:
         wrong_mask, wrong_condition = mismatched(mask, index), mismatched(condition, index)
         # every head through the discriminator's forward, so a DistributedDataParallel wrapper syncs its gradients
         i_real, is_real, isg_real, *n_real = discriminator(image, mask, condition)
-        _, is_wrong_mask, isg_wrong_mask, *_ = discriminator(image, wrong_mask, condition)
-        _, _, isg_wrong_genes, *_ = discriminator(image, mask, wrong_condition)
+        _, is_wrong_mask, isg_wrong_mask, *_ = discriminator(image, wrong_mask, condition, nodule=False)
+        _, _, isg_wrong_genes, *_ = discriminator(image, mask, wrong_condition, nodule=False)
         i_fake, is_fake, isg_fake, *n_fake = discriminator(fake_image, fake_mask, condition)
         d_i = least_squares(i_real, 1.0) + least_squares(i_fake, 0.0)
         d_is = least_squares(is_real, 1.0) + least_squares(is_wrong_mask, 0.0) + least_squares(is_fake, 0.0)

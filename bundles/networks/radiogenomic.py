@@ -502,12 +502,14 @@ class RadiogenomicDiscriminator(nn.Module):
         """D_N: (B, 1, S, S) x 2 -> (B, 1, 1, 1), from the (P x P) window around each mask's nodule."""
         return self.head_n(self.nodule_encoder(crop_patches(image, mask, self.nodule_patch)))
 
-    def forward(self, image: torch.Tensor, mask: torch.Tensor, condition: torch.Tensor) -> list[torch.Tensor]:
+    def forward(self, image: torch.Tensor, mask: torch.Tensor, condition: torch.Tensor,
+                nodule: bool = True) -> list[torch.Tensor]:
         """(B, 1, S, S), (B, 1, S, S), gene code (B, code_dim) or genes (B, G) -> logits of D_I, D_IS, D_ISG
-        (and D_N when ``nodule_patch`` > 0), each (B, 1, 1, 1)."""
+        (and D_N when ``nodule_patch`` > 0 and ``nodule``), each (B, 1, 1, 1). ``nodule=False`` skips D_N for the
+        mismatched pairs, whose D_N logit no loss reads (D_N sees the image only)."""
         features = self.pair_features(image, mask)
         logits = [self.image_logits(image), self.pair_logits(features), self.gene_logits(features, condition)]
-        if self.nodule_patch > 0:
+        if self.nodule_patch > 0 and nodule:
             logits.append(self.nodule_logits(image, mask))
         return logits
 
