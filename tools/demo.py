@@ -5,7 +5,8 @@ folders (``<bundle>/data/raw``, ``<bundle>/data/prepared``, ``<bundle>/outputs``
 says for every step what it does with what is already there:
 
 - preparation: a demo dataset this tool prepared is kept (delete it with ``make clean-outputs`` to prepare again);
-- training: a demo run this tool started is resumed (a finished one trains nothing more);
+- training: a demo run this tool started is resumed (a finished one trains nothing more), unless it was trained by
+  another version of the bundle or with other demo settings: then the demo's own run is trained anew;
 - export: models/<name>.pt is replaced only if this tool wrote it; a model of yours there stops the demo;
 - inference and evaluation: replace their own earlier outputs.
 
@@ -33,8 +34,13 @@ BUNDLES = bundle_names()
 MANIFEST = REPO / ".demo_outputs.json"
 
 
+# what a training writes into its output folder (bundles.runs); a stale demo run loses exactly these
+TRAINING_ENTRIES = ("checkpoints", "samples", "losses.jsonl", "loss_curves.png", "run_info.json")
+
+
 def _manifest() -> dict:
-    return json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {"paths": [], "containers": []}
+    manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
+    return {"paths": [], "containers": [], "trainings": {}, **manifest}
 
 
 def created() -> list[str]:
@@ -84,11 +90,38 @@ def step_prepare(root: Path) -> None:
     run(bundle_run("preparation", configs / "prepare.json"))
 
 
+def training_recipe(root: Path, overrides: list[str]) -> dict:
+    """What a demo training depends on besides the data: the bundle's version and the demo's overrides."""
+    version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
+    return {"version": version, "overrides": overrides}
+
+
+def forget_stale_training(output_dir: Path, recipe: dict) -> None:
+    """Remove the demo's own training in ``output_dir`` when it was trained with another recipe (or before recipes
+    were recorded), so that it is trained anew instead of resumed into weights of another network; then record
+    ``recipe`` for it."""
+    trained = _manifest()["trainings"].get(str(output_dir))
+    if (output_dir / "checkpoints" / "checkpoint_latest.pt").is_file() and trained != recipe:
+        was = f"version {trained['version']} with {trained['overrides']}" if trained else "an earlier demo"
+        print(f"\n[training] the demo run in {output_dir} was trained by {was}, not by version {recipe['version']} "
+              f"with {recipe['overrides']}: training it anew (its own checkpoints, samples and losses are removed)")
+        for name in TRAINING_ENTRIES:
+            path = output_dir / name
+            if path.is_dir():
+                shutil.rmtree(path)
+            elif path.exists():
+                path.unlink()
+    manifest = _manifest()
+    manifest["trainings"][str(output_dir)] = recipe
+    MANIFEST.write_text(json.dumps(manifest, indent=1))
+
+
 def step_train(root: Path, output_dir: Path, epochs: int | None, *overrides: str) -> None:
     checkpoint = output_dir / "checkpoints" / "checkpoint_latest.pt"
     if not claim(output_dir):
         sys.exit(f"error: {output_dir}: holds a training this demo did not start -> move it away, or run the "
                  "bundle's commands yourself with another --output_dir")
+    forget_stale_training(output_dir, training_recipe(root, list(overrides)))  # more epochs: resumed, not stale
     extra = [*overrides, "--output_dir", str(output_dir)]
     if epochs is not None:
         extra += ["--train#trainer#max_epochs", str(epochs)]
@@ -127,9 +160,9 @@ def demo_bundle(name: str, epochs: int | None) -> None:
     step_prepare(root)
     step_train(root, outputs, epochs)
     step_export(root, outputs / "checkpoints" / "checkpoint_latest.pt", "model")
-    if name == "radiogenomic":  # the paper's MC-GAN baseline, for Table 1 and Fig. 4 of the evaluation
+    if name == "radiogenomic":  # the paper's MC-GAN baseline (its own objective), for Table 1 and Fig. 4
         baseline = outputs / "baseline"
-        step_train(root, baseline, epochs, "--network#model_type", "baseline")
+        step_train(root, baseline, epochs, "--network#model_type", "baseline", "--objective", "paper")
         step_export(root, baseline / "checkpoints" / "checkpoint_latest.pt", "baseline_model")
     step_output(root, "inference", "inference.json", outputs / "inference")
     step_output(root, "evaluation", "evaluate.json", outputs / "evaluation")
