@@ -16,6 +16,7 @@ import importlib
 import json
 import os
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -104,9 +105,12 @@ def build_network(network: dict) -> torch.nn.Module:
     module, _, name = target.rpartition(".")
     try:
         return getattr(importlib.import_module(module), name)(**kwargs)
-    except Exception as err:  # a record with arguments the network does not take
-        raise BundleInputError(f"cannot build {target} from the record ({err})", field="network",
-                               hint="use a model written by this version of the bundles") from err
+    except Exception as err:  # a setting the network refuses, or a record with arguments it does not take
+        named = [key for key in kwargs if re.search(rf"\b{re.escape(key)}\b", str(err))]
+        raise BundleInputError(f"cannot build {target} from the network settings ({err})",
+                               field=f"network#{named[0]}" if named else "network",
+                               hint="correct that setting (train.json's `network`), or use a model written by this "
+                               "version of the bundles") from err
 
 
 def _plain(value):

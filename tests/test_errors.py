@@ -70,3 +70,14 @@ def test_bundle_cli_prints_one_clear_line_for_a_missing_checkpoint(tmp_path):
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith(f"error: {missing}: checkpoint file not found -> ") and ERROR_LINE.match(last)
     assert "Traceback" not in result.stderr
+
+
+def test_a_network_setting_the_network_refuses_is_named_in_the_error():
+    from bundles.models import build_network
+
+    with pytest.raises(BundleInputError) as caught:
+        build_network({"builder": "bundles.networks.radiogan.RadioGANGenerator", "upsample": "bogus"})
+    assert caught.value.field == "network#upsample" and "resize" in str(caught.value)
+    with pytest.raises(BundleInputError) as caught:
+        build_network({"builder": "bundles.networks.radiogan.RadioGANGenerator", "no_such_argument": 1})
+    assert caught.value.field == "network#no_such_argument"
