@@ -210,15 +210,15 @@ workflow.finalize()
 def test_sigkill_during_a_checkpoint_write_then_resume_reproduces_the_uninterrupted_run_exactly(case, tmp_path):
     bundle_case, prepared = case
     train_json = str(bundle_case.configs / "train.json")
-    reference = {**bundle_case.train_settings(prepared, tmp_path / "ref"), "train#trainer#max_epochs": 3}
+    reference = {**bundle_case.train_settings(prepared, tmp_path / "ref"), "train#trainer#max_epochs": 2}
     run([sys.executable, "-c", KILL_DRIVER, train_json, "0", json.dumps(reference)])
     expected = read_loss_history(tmp_path / "ref" / "losses.jsonl")
-    per_epoch = max(h["iteration"] for h in expected) // 3
+    per_epoch = max(h["iteration"] for h in expected) // 2
     assert per_epoch >= 2, "the toy cohort must give at least two iterations per epoch"
-    kill_at = per_epoch + 1  # the first iteration of epoch 2: mid-epoch
+    kill_at = per_epoch + 1  # the first iteration of epoch 2 (the last): mid-epoch, after an epoch's checkpoint
 
     out = tmp_path / "run"
-    killed = {**bundle_case.train_settings(prepared, out), "train#trainer#max_epochs": 3}
+    killed = {**bundle_case.train_settings(prepared, out), "train#trainer#max_epochs": 2}
     crashed = subprocess.run([sys.executable, "-c", KILL_DRIVER, train_json, str(kill_at), json.dumps(killed)],
                              cwd=REPO, env=ENV, capture_output=True, text=True, timeout=300)
     assert crashed.returncode == -signal.SIGKILL, crashed.stderr[-3000:]
