@@ -38,6 +38,14 @@ MANIFEST = REPO / ".demo_outputs.json"
 TRAINING_ENTRIES = ("checkpoints", "samples", "losses.jsonl", "loss_curves.png", "run_info.json")
 
 
+def _remove(path: Path) -> None:
+    """Remove a file or a folder tree the demo wrote; nothing when it is gone already."""
+    if path.is_dir():
+        shutil.rmtree(path)
+    elif path.exists():
+        path.unlink()
+
+
 def _manifest() -> dict:
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
     return {"paths": [], "containers": [], "trainings": {}, **manifest}
@@ -106,11 +114,7 @@ def forget_stale_training(output_dir: Path, recipe: dict) -> None:
         print(f"\n[training] the demo run in {output_dir} was trained by {was}, not by version {recipe['version']} "
               f"with {recipe['overrides']}: training it anew (its own checkpoints, samples and losses are removed)")
         for name in TRAINING_ENTRIES:
-            path = output_dir / name
-            if path.is_dir():
-                shutil.rmtree(path)
-            elif path.exists():
-                path.unlink()
+            _remove(output_dir / name)
     manifest = _manifest()
     manifest["trainings"][str(output_dir)] = recipe
     MANIFEST.write_text(json.dumps(manifest, indent=1))
@@ -173,10 +177,7 @@ def clean() -> None:
     are removed only when they are empty."""
     manifest = _manifest()
     for path in sorted((Path(p) for p in manifest["paths"]), key=lambda p: len(p.parts), reverse=True):
-        if path.is_dir():
-            shutil.rmtree(path)
-        elif path.exists():
-            path.unlink()
+        _remove(path)
         (path.parent / f".{path.name}.lock").unlink(missing_ok=True)
         print(f"removed {path}")
     for folder in sorted((Path(p) for p in manifest["containers"]), key=lambda p: len(p.parts), reverse=True):
