@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 
 RUN_INFO = "run_info.json"
 TRAINING = "training run"
+# what a training writes into its output folder, besides config_*.json copies and its evaluation/inference folders
+TRAINING_OUTPUTS = ("checkpoints", "samples", "shards", "losses.jsonl", "loss_curves.png", "mlruns.db", RUN_INFO)
 PACKAGES = ("gan-bundles", "monai", "torch", "pytorch-ignite", "numpy", "nibabel", "pydicom", "highdicom", "itk",
             "mlflow", "scikit-learn", "scipy", "matplotlib")
 
@@ -161,10 +163,9 @@ def _read_json(path: Path) -> dict | None:
 
 def _foreign_entries(folder: Path) -> list[Path]:
     """Visible entries of a folder that no command of this project wrote (its own outputs have a run_info)."""
-    ours = {"checkpoints", "samples", "shards", "losses.jsonl", "loss_curves.png", "mlruns.db", RUN_INFO}
     foreign = []
     for path in folder.iterdir():
-        if path.name.startswith(".") or path.name in ours or path.name.startswith("config_"):
+        if path.name.startswith(".") or path.name in TRAINING_OUTPUTS or path.name.startswith("config_"):
             continue
         if path.is_dir() and folder_kind(path, RUN_INFO) is not None:
             continue

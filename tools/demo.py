@@ -28,14 +28,11 @@ import time
 from pathlib import Path
 
 from bundles import bundle_names
+from bundles.runs import TRAINING_OUTPUTS
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLES = bundle_names()
 MANIFEST = REPO / ".demo_outputs.json"
-
-
-# what a training writes into its output folder (bundles.runs); a stale demo run loses exactly these
-TRAINING_ENTRIES = ("checkpoints", "samples", "losses.jsonl", "loss_curves.png", "run_info.json")
 
 
 def _remove(path: Path) -> None:
@@ -112,8 +109,9 @@ def forget_stale_training(output_dir: Path, recipe: dict) -> None:
     if (output_dir / "checkpoints" / "checkpoint_latest.pt").is_file() and trained != recipe:
         was = f"version {trained['version']} with {trained['overrides']}" if trained else "an earlier demo"
         print(f"\n[training] the demo run in {output_dir} was trained by {was}, not by version {recipe['version']} "
-              f"with {recipe['overrides']}: training it anew (its own checkpoints, samples and losses are removed)")
-        for name in TRAINING_ENTRIES:
+              f"with {recipe['overrides']}: training it anew (its own checkpoints, samples, losses and MLflow store "
+              "are removed)")
+        for name in TRAINING_OUTPUTS:
             _remove(output_dir / name)
     manifest = _manifest()
     manifest["trainings"][str(output_dir)] = recipe
