@@ -142,6 +142,12 @@ class NetworkRecord:
     def build(self) -> torch.nn.Module:
         return build_network(self.network)
 
+    def check(self) -> None:
+        """Build the network once and discard it, so that a setting it refuses stops a run before the run writes
+        anything. The random state is restored: the training's weights stay those its seed gives."""
+        with torch.random.fork_rng(devices=[]):
+            self.build()
+
     def state_dict(self) -> dict:
         return {"network": self.network, "inputs": self.inputs}
 

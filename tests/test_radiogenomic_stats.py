@@ -16,6 +16,7 @@ from bundles.evaluation.nodules import (
     nodule_descriptors,
 )
 from bundles.evaluation.radiogenomic_stats import (
+    binary_auc,
     descriptor_judge,
     knn_cv,
     knn_transfer,
@@ -110,6 +111,23 @@ def test_swap_sensitivity_by_hand():
     assert result["real_same_over_cross"] == pytest.approx(2.0 / 9.0)  # |1 - 3| vs (|1 - 11| + |3 - 11|) / 2
     nan_free = swap_sensitivity(np.where(values > 41, np.nan, values))  # a NaN output is left out of its pairs
     assert nan_free["noise_swap"] == pytest.approx(2.0)
+
+
+def test_binary_auc_is_sklearn_s_roc_auc_also_with_ties_and_repeated_samples():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(4)
+    for _ in range(20):
+        y = rng.integers(0, 2, 60)
+        y[:2] = [0, 1]
+        scores = np.round(rng.normal(y * 0.7, 1.0), 1)  # rounded: many ties
+        idx = rng.integers(0, 60, 60)  # a bootstrap resample repeats samples
+        assert binary_auc(y, scores) == pytest.approx(roc_auc_score(y, scores), abs=1e-12)
+        if 0 < y[idx].sum() < 60:
+            assert binary_auc(y[idx], scores[idx]) == pytest.approx(roc_auc_score(y[idx], scores[idx]), abs=1e-12)
+    assert binary_auc([0, 0, 1, 1], [0.1, 0.2, 0.3, 0.4]) == 1.0 and binary_auc([0, 1], [1.0, 1.0]) == 0.5
+    with pytest.raises(ValueError, match="both labels"):
+        binary_auc([1, 1], [0.1, 0.2])
 
 
 def test_two_sample_auc_is_half_for_one_distribution_and_one_for_two():

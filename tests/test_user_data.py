@@ -167,6 +167,7 @@ def _train(dataset, out, **extra):
     ("train#dataloader#batch_size", 0, "integer >= 1"), ("train#trainer#max_epochs", 0, "integer >= 1"),
     ("lr", -0.1, "number > 0"), ("device", "cuda:0", "CUDA"), ("device", "tpu", "not a device name"),
     ("amp_dtype", "float8", "float16 or bfloat16"), ("resume", "maybe", "true or false"), ("num_threads", 0, ">= 1"),
+    ("network#no_such_argument", 1, "cannot build"),  # the network refuses it: before run_info.json is written
 ])
 def test_each_bad_setting_is_refused_before_any_work(ctstyle_prepared, tmp_path, key, value, words):
     if key == "device" and value == "cuda:0" and torch.cuda.is_available():

@@ -22,14 +22,15 @@ from bundles.export import export_model
 REPO = Path(__file__).resolve().parents[1]
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
+    """The tool's command line (``argv`` without the program name; default ``sys.argv[1:]``)."""
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--bundle", required=True, help="bundle folder, e.g. radiogan_bundle")
     parser.add_argument("--ckpt", default=None, help="source checkpoint (see above)")
     parser.add_argument("--name", default=None, help="model name in models/ (default: model / baseline_model)")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing models/<name>.pt")
     parser.add_argument("--no-onnx", action="store_true", help="TorchScript only")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     bundle = Path(args.bundle)
     if not bundle.is_dir():
         bundle = REPO / args.bundle

@@ -29,7 +29,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy import stats
 from sklearn.linear_model import LogisticRegression
-from sklearn.metrics import roc_auc_score, silhouette_score
+from sklearn.metrics import silhouette_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
@@ -296,6 +296,19 @@ def _group_folds(groups: np.ndarray, folds: int, rng: np.random.Generator) -> np
     return fold_of[inverse]
 
 
+def binary_auc(labels: np.ndarray, scores: np.ndarray) -> float:
+    """Area under the ROC curve of binary ``labels`` (n,) in {0, 1} ranked by ``scores`` (n,), ties counted one
+    half: ``sklearn.metrics.roc_auc_score``'s number, from the average ranks (Mann-Whitney U) without its per-call
+    input validation (~9 ms, which a 1000-resample bootstrap pays 1000 times)."""
+    labels = np.asarray(labels).astype(bool)
+    positives = int(labels.sum())
+    negatives = labels.size - positives
+    if positives == 0 or negatives == 0:
+        raise ValueError("the AUC needs both labels")
+    ranks = stats.rankdata(scores)
+    return float((ranks[labels].sum() - positives * (positives + 1) / 2) / (positives * negatives))
+
+
 def two_sample_auc(real: np.ndarray, generated: np.ndarray, *, real_groups: Sequence | None = None,
                    generated_groups: Sequence | None = None, folds: int = 5, dims: int | None = 8, c: float = 1.0,
                    seed: int = 0, num_resamples: int = 1000) -> dict:
@@ -349,12 +362,12 @@ def two_sample_auc(real: np.ndarray, generated: np.ndarray, *, real_groups: Sequ
     if np.unique(y[valid]).size < 2:
         return out
     y, scores = y[valid], scores[valid]
-    auc = float(roc_auc_score(y, scores))
+    auc = binary_auc(y, scores)
     values = []
     for _ in range(int(num_resamples)):
         idx = rng.integers(0, y.size, y.size)
         if 0 < y[idx].sum() < y.size:
-            values.append(roc_auc_score(y[idx], scores[idx]))
+            values.append(binary_auc(y[idx], scores[idx]))
     ci = [float(np.percentile(values, 2.5)), float(np.percentile(values, 97.5))] if values else None
     return {**out, "auc": auc, "ci95": ci, "n_real": n, "n_generated": n}
 
