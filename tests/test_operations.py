@@ -34,7 +34,7 @@ from bundles.models import load_checkpoint
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture(scope="module", params=[pytest.param(c, id=c.name, marks=pytest.mark.xdist_group(c.name)) for c in CASES])
+@pytest.fixture(scope="module", params=[pytest.param(c, id=c.name) for c in CASES])
 def case(request, tmp_path_factory):
     """(case, prepared dataset) for each bundle: its raw demo cohort prepared once per worker."""
     bundle_case = request.param
