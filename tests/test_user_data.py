@@ -168,6 +168,7 @@ def _train(dataset, out, **extra):
     ("lr", -0.1, "number > 0"), ("device", "cuda:0", "CUDA"), ("device", "tpu", "not a device name"),
     ("amp_dtype", "float8", "float16 or bfloat16"), ("resume", "maybe", "true or false"), ("num_threads", 0, ">= 1"),
     ("network#no_such_argument", 1, "cannot build"),  # the network refuses it: before run_info.json is written
+    ("network#num_levels", 5, "at least 64 px"),  # the toy slices are 32 px: the first batch would fail
 ])
 def test_each_bad_setting_is_refused_before_any_work(ctstyle_prepared, tmp_path, key, value, words):
     if key == "device" and value == "cuda:0" and torch.cuda.is_available():

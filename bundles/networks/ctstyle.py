@@ -41,6 +41,11 @@ def _up(in_ch: int, out_ch: int) -> nn.Sequential:
     )
 
 
+def map_size_multiple(num_levels: int) -> int:
+    """The side (px) that the generator's map heights and widths must be multiples of: each level halves them."""
+    return 2 ** int(num_levels)
+
+
 def init_dcgan(module: nn.Module) -> None:
     """DCGAN initialisation: conv weights N(0, 0.02), norm scales N(1, 0.02), zero biases."""
     for m in module.modules():
@@ -82,6 +87,7 @@ class CTStyleGenerator(nn.Module):
         self.noise_channels = noise_channels
         self.noise_grid = noise_grid
         self.num_levels = num_levels
+        self.map_multiple = map_size_multiple(num_levels)
         self.noise_fc = nn.Linear(noise_dim, noise_channels * noise_grid * noise_grid)
         chans = [min(base_channels * 2**i, max_channels) for i in range(num_levels)]
         self.encoder = nn.ModuleList(
@@ -99,7 +105,7 @@ class CTStyleGenerator(nn.Module):
     def forward(self, label_map: torch.Tensor, noise: torch.Tensor) -> torch.Tensor:
         """label_map: (B, 6, H, W) one-hot; noise: (B, noise_dim) -> (B, 1, H, W) in [-1, 1]."""
         b, _, h, w = label_map.shape
-        step = 2**self.num_levels
+        step = self.map_multiple
         if h % step != 0 or w % step != 0:
             raise ValueError(f"map height and width must be multiples of {step}")
         z = self.noise_fc(noise).view(b, self.noise_channels, self.noise_grid, self.noise_grid)

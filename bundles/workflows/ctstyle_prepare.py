@@ -161,6 +161,23 @@ def load_datalist(dataset_dir: str | Path, image_size: int | None = None) -> dic
     return datalist
 
 
+def check_generator_fits(image_size: int, num_levels: int) -> None:
+    """Refuse a generator depth that the prepared slices (``image_size`` px square) cannot pass through, before a
+    training writes anything (the network itself would refuse the first batch): the sides must be multiples of
+    ``2**num_levels`` and the bottleneck at least 2 px (instance normalisation)."""
+    from bundles.networks.ctstyle import map_size_multiple
+
+    step = map_size_multiple(num_levels)
+    if image_size % step or image_size // step < 2:
+        deepest = 0
+        while image_size % map_size_multiple(deepest + 1) == 0 and image_size // map_size_multiple(deepest + 1) >= 2:
+            deepest += 1
+        raise BundleInputError(f"{num_levels} levels halve the map {num_levels} times: its sides must be multiples of "
+                               f"{step} px and at least {2 * step} px, the dataset's slices are {image_size} px",
+                               field="network#num_levels", hint=f"pass --network#num_levels {deepest} or fewer, or "
+                               f"prepare the dataset at a multiple of {2 * step} px")
+
+
 def model_inputs(datalist: dict) -> dict:
     """What inference needs, recorded with the trained generator: the map size and the label convention."""
     return {"image_size": int(datalist["image_size"]), "label_values": list(LABEL_VALUES),
