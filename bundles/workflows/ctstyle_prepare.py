@@ -30,6 +30,7 @@ from bundles.errors import BundleInputError, find_input_error
 from bundles.fileio import atomic_path
 from bundles.io.datalists import ctseg_datalist
 from bundles.io.names import safe_name
+from bundles.networks.ctstyle import map_size_multiple
 from bundles.transforms.labels import LABEL_VALUES, SEGMENT_NAMES
 from bundles.workflows import datasets
 
@@ -165,13 +166,14 @@ def check_generator_fits(image_size: int, num_levels: int) -> None:
     """Refuse a generator depth that the prepared slices (``image_size`` px square) cannot pass through, before a
     training writes anything (the network itself would refuse the first batch): the sides must be multiples of
     ``2**num_levels`` and the bottleneck at least 2 px (instance normalisation)."""
-    from bundles.networks.ctstyle import map_size_multiple
 
-    step = map_size_multiple(num_levels)
-    if image_size % step or image_size // step < 2:
-        deepest = 0
-        while image_size % map_size_multiple(deepest + 1) == 0 and image_size // map_size_multiple(deepest + 1) >= 2:
-            deepest += 1
+    def fits(levels: int) -> bool:
+        step = map_size_multiple(levels)
+        return image_size % step == 0 and image_size // step >= 2
+
+    if not fits(num_levels):
+        step = map_size_multiple(num_levels)
+        deepest = max((levels for levels in range(num_levels) if fits(levels)), default=0)
         raise BundleInputError(f"{num_levels} levels halve the map {num_levels} times: its sides must be multiples of "
                                f"{step} px and at least {2 * step} px, the dataset's slices are {image_size} px",
                                field="network#num_levels", hint=f"pass --network#num_levels {deepest} or fewer, or "
