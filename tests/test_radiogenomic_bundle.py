@@ -15,6 +15,7 @@ from bundles.figures import plt
 from bundles.fileio import atomic_torch_save, written_by
 from bundles.models import Model, read_model
 from bundles.networks.radiogenomic import RadiogenomicDiscriminator
+from bundles.workflows.radiogenomic_utility import mean_nodule_area, nodule_overlap
 
 SIZE, GENES = 32, 12
 PHENOTYPES = {"small_solid": (3, 40.0), "large_solid": (7, 40.0), "large_ggo": (7, -500.0)}  # radius px, HU
@@ -363,6 +364,19 @@ def test_pair_background_draws_reproducibly_from_paths_or_loaded_slices():
         PairBackgroundd([])
 
 
+def test_nodule_overlap_tells_under_segmentation_from_a_match():
+    ref = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    ref[0, 0, 2:6, 2:6] = 1  # 16 px
+    ref[1, 0, 0:2, 0:2] = 1  # 4 px
+    assert nodule_overlap(ref, ref) == {"dice": 1.0, "precision": 1.0, "recall": 1.0}
+    small = torch.zeros_like(ref)
+    small[0, 0, 3:5, 3:5] = 1  # 4 of the 20 reference pixels, all inside
+    assert nodule_overlap(small, ref) == {"dice": 2 * 4 / 24, "precision": 1.0, "recall": 0.2}
+    assert nodule_overlap(torch.zeros_like(ref), torch.zeros_like(ref))["dice"] == 1.0
+    assert np.isnan(nodule_overlap(torch.zeros_like(ref), ref)["precision"])
+    assert mean_nodule_area(ref) == 10.0 and np.isnan(mean_nodule_area(ref[:0]))
+
+
 @pytest.mark.slow
 def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_three_arms(demo_prepared, tmp_path):
     before = tree_hash(demo_prepared)
@@ -375,6 +389,8 @@ def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_three_arms
     assert {(r["seed"], r["arm"]) for r in result["runs"]} == {(s, a) for s in (0, 1)
                                                                for a in ("real", "real+synthetic", "synthetic")}
     assert all(0.0 <= r["value"] <= 1.0 and r["steps"] == 2 for r in result["runs"])
+    assert all(set(r["nodule_area_px"]) == {"train_real", "train_synthetic", "test"} and r["nodule_area_px"]["test"] > 0
+               for r in result["runs"])
     real_runs = [r for r in result["runs"] if r["arm"] == "real"]
     assert all(len(r["patients"]) == 1 and r["train_synthetic"] == 0 for r in real_runs)
     assert {g["seed"] for g in result["gans"]} == {0, 1}

@@ -17,8 +17,9 @@ For each seed, from the prepared dataset's **training** patients:
 5. each arm is tested on the same held-out real slices: the held-out patients' and those of the training
    patients outside the seed's largest subset (never seen by that seed's GAN or network).
 
-Measure: nodule Dice over all test slices pooled (``2 |P & R| / (|P| + |R|)``). The phenotype (hidden truth)
-is not needed. Per size: the mean over seeds of every arm with a Student-t interval, the paired gain of adding
+Measure: nodule Dice over all test slices pooled (``2 |P & R| / (|P| + |R|)``), with the nodule pixels' precision
+and recall beside it and the mean nodule area of the real subset, the synthetic set and the test slices (a subset
+of small nodules teaches under-segmentation of large ones). The phenotype (hidden truth) is not needed. Per size: the mean over seeds of every arm with a Student-t interval, the paired gain of adding
 synthetic nodules and the TSTR / TRTR ratio (:mod:`bundles.evaluation.utility`). Writes ``<utility_dir>/``:
 ``utility.json``, ``utility.png``, ``gans/p<size>_seed<seed>/`` (each GAN's training run) and ``run_info.json``.
 """
@@ -52,7 +53,7 @@ from bundles.runs import RUN_INFO
 from bundles.transforms.intensity import ScaleHU, hu_from_scaled
 from bundles.workflows.radiogenomic_prepare import load_datalist, training_items
 
-__all__ = ["gan_overrides", "nodule_dice", "run_utility", "synthesise_pairs"]
+__all__ = ["gan_overrides", "mean_nodule_area", "nodule_overlap", "run_utility", "synthesise_pairs"]
 
 KIND = "radiogenomic utility"
 
@@ -122,11 +123,20 @@ def synthesise_pairs(generator, genes: torch.Tensor, backgrounds: torch.Tensor, 
     return images[keep_t], masks[keep_t].long(), int((~keep).sum())
 
 
-def nodule_dice(pred: torch.Tensor, ref: torch.Tensor) -> float:
-    """Dice of the nodule (label 1) over all slices pooled: ``2 |P & R| / (|P| + |R|)`` (1 when both are empty)."""
+def nodule_overlap(pred: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
+    """Nodule (label 1) overlap over all slices pooled: ``dice = 2 |P & R| / (|P| + |R|)`` (1 when both are
+    empty), ``precision = |P & R| / |P|`` and ``recall = |P & R| / |R|`` (NaN when P or R is empty). A recall
+    well below the precision is under-segmentation: the network draws nodules smaller than the reference."""
     p, r = pred == 1, ref == 1
-    total = int(p.sum() + r.sum())
-    return 2.0 * int((p & r).sum()) / total if total else 1.0
+    hits, n_pred, n_ref = int((p & r).sum()), int(p.sum()), int(r.sum())
+    return {"dice": 2.0 * hits / (n_pred + n_ref) if n_pred + n_ref else 1.0,
+            "precision": hits / n_pred if n_pred else float("nan"),
+            "recall": hits / n_ref if n_ref else float("nan")}
+
+
+def mean_nodule_area(masks: torch.Tensor) -> float:
+    """Mean nodule area in pixels per slice of (N, 1, S, S) masks (label 1); NaN for no slices."""
+    return float((masks == 1).sum(dim=(1, 2, 3)).double().mean()) if masks.shape[0] else float("nan")
 
 
 def run_utility(
@@ -186,16 +196,21 @@ def run_utility(
                 backgrounds = _load_backgrounds([b for b in datalist["backgrounds"] if b["patient_id"] in set(chosen)])
                 syn_x, syn_y, dropped = synthesise_pairs(read_model(checkpoint).load(device), genes.float(), backgrounds,
                                                          synthetic_per_patient, seed, device)
+                areas = {"train_real": mean_nodule_area(real[1]), "train_synthetic": mean_nodule_area(syn_y),
+                         "test": mean_nodule_area(test_y)}
                 for arm in ARMS:
                     x, y, weights = arm_data(arm, real, (syn_x, syn_y), synthetic_share)
                     net = train_segmenter(x, y, num_classes=2, steps=seg_steps, weights=weights, flips=True,
                                           batch_size=seg_batch_size, features=seg_features, seed=seed, device=device)
-                    dice = nodule_dice(segment(net, test_x, batch_size=32), test_y)
-                    runs.append({"size": size, "seed": seed, "arm": arm, "value": dice, "steps": seg_steps,
+                    overlap = nodule_overlap(segment(net, test_x, batch_size=32), test_y)
+                    runs.append({"size": size, "seed": seed, "arm": arm, "value": overlap["dice"], "steps": seg_steps,
                                  "patients": chosen, "train_real": int(real[0].shape[0]) if arm != "synthetic" else 0,
                                  "train_synthetic": int(syn_x.shape[0]) if arm != "real" else 0,
-                                 "synthetic_dropped": dropped, "test": int(test_y.shape[0])})
-                    logger.info("%d patient(s), seed %d, %s: nodule Dice %.3f", size, seed, arm, dice)
+                                 "synthetic_dropped": dropped, "test": int(test_y.shape[0]),
+                                 "precision": overlap["precision"], "recall": overlap["recall"],
+                                 "nodule_area_px": areas})
+                    logger.info("%d patient(s), seed %d, %s: nodule Dice %.3f (precision %.3f, recall %.3f)", size,
+                                seed, arm, overlap["dice"], overlap["precision"], overlap["recall"])
         summary = summarise_runs(runs, sizes, seeds)
         result = {
             "bundle": "radiogenomic",
@@ -217,7 +232,8 @@ def run_utility(
                 "segmenter": {"network": "monai.networks.nets.BasicUNet", "features": list(seg_features),
                               "steps": seg_steps, "batch_size": seg_batch_size, "loss": "DiceCELoss",
                               "same_steps_and_init_in_every_arm": True},
-                "dice": "nodule, over all test slices pooled",
+                "dice": "nodule, over all test slices pooled; precision and recall of the nodule pixels beside it",
+                "nodule_area_px": "mean nodule area per slice of the real subset, the synthetic set and the test set",
                 "interval": "Student-t over seeds; gain and TSTR / TRTR paired per seed",
             },
             "runs": runs,
