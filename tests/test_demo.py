@@ -43,3 +43,38 @@ def test_a_demo_run_of_another_recipe_is_trained_anew_and_nothing_else_is_touche
 
     demo.forget_stale_training(out, {**recipe, "version": "9.9.9"})  # another bundle version: stale
     assert not (out / "checkpoints").exists() and (out / "evaluation" / "metrics.json").is_file()
+
+
+def test_a_demo_dataset_of_another_version_is_prepared_anew_and_a_dataset_of_yours_is_kept(demo, tmp_path,
+                                                                                            monkeypatch):
+    root = tmp_path / "radiogan_bundle"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / "metadata.json").write_text(json.dumps({"version": "1.0.0"}))
+    dataset = root / "data" / "prepared"
+    preparations = []
+
+    def prepare(command):  # stands in for the bundle's preparation command: writes the dataset
+        preparations.append(command)
+        dataset.mkdir(parents=True, exist_ok=True)
+        (dataset / "datalist.json").write_text(json.dumps({"prepared_by_call": len(preparations)}))
+
+    monkeypatch.setattr(demo, "run", prepare)
+    demo.step_prepare(root)  # first demo: prepared, recorded
+    out = root / "outputs"
+    demo.forget_stale_training(out, demo.training_recipe(root, []))
+    demo.step_prepare(root)  # same version: kept
+    assert len(preparations) == 1 and str(out) in json.loads(demo.MANIFEST.read_text())["trainings"]
+
+    (root / "configs" / "metadata.json").write_text(json.dumps({"version": "1.1.0"}))
+    demo.step_prepare(root)  # another version: prepared anew, and the training on the old dataset is forgotten
+    manifest = json.loads(demo.MANIFEST.read_text())
+    assert len(preparations) == 2 and json.loads((dataset / "datalist.json").read_text())["prepared_by_call"] == 2
+    assert manifest["preparations"] == {str(dataset): {"version": "1.1.0"}} and manifest["trainings"] == {}
+
+    mine = tmp_path / "other_bundle"
+    (mine / "configs").mkdir(parents=True)
+    (mine / "configs" / "metadata.json").write_text(json.dumps({"version": "2.0.0"}))
+    (mine / "data" / "prepared").mkdir(parents=True)
+    (mine / "data" / "prepared" / "datalist.json").write_text("my dataset")
+    demo.step_prepare(mine)  # a dataset the demo did not write: used as it is
+    assert len(preparations) == 2 and (mine / "data" / "prepared" / "datalist.json").read_text() == "my dataset"

@@ -4,9 +4,11 @@ Runs the commands the README documents, one bundle after another, on the demo pa
 folders (``<bundle>/data/raw``, ``<bundle>/data/prepared``, ``<bundle>/outputs``, ``<bundle>/models``). Run twice, it
 says for every step what it does with what is already there:
 
-- preparation: a demo dataset this tool prepared is kept (delete it with ``make clean-outputs`` to prepare again);
+- preparation: a demo dataset this tool prepared is kept, unless another version of the bundle prepared it: then it
+  is prepared anew (a dataset the demo did not write is used as it is, never replaced);
 - training: a demo run this tool started is resumed (a finished one trains nothing more), unless it was trained by
-  another version of the bundle or with other demo settings: then the demo's own run is trained anew;
+  another version of the bundle, with other demo settings or on a dataset since prepared anew: then the demo's own
+  run is trained anew;
 - export: models/<name>.pt is replaced only if this tool wrote it; a model of yours there stops the demo;
 - inference and evaluation: replace their own earlier outputs.
 
@@ -45,7 +47,7 @@ def _remove(path: Path) -> None:
 
 def _manifest() -> dict:
     manifest = json.loads(MANIFEST.read_text()) if MANIFEST.is_file() else {}
-    return {"paths": [], "containers": [], "trainings": {}, **manifest}
+    return {"paths": [], "containers": [], "trainings": {}, "preparations": {}, **manifest}
 
 
 def created() -> list[str]:
@@ -83,22 +85,37 @@ def bundle_run(run_id: str, config: Path, *overrides: str) -> list[str]:
     return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(config), *overrides]
 
 
+def bundle_version(root: Path) -> str:
+    return json.loads((root / "configs" / "metadata.json").read_text())["version"]
+
+
 def step_prepare(root: Path) -> None:
     configs = root / "configs"
     dataset = root / "data" / "prepared"
+    recipe = {"version": bundle_version(root)}
     if (dataset / "datalist.json").is_file():
-        print(f"\n[preparation] keeping the demo dataset prepared earlier in {dataset}")
-        return
+        prepared = _manifest()["preparations"].get(str(dataset))
+        if prepared == recipe or str(dataset) not in created():
+            print(f"\n[preparation] keeping the dataset prepared earlier in {dataset}")
+            return
+        was = f"version {prepared['version']}" if prepared else "an earlier demo"
+        print(f"\n[preparation] the demo dataset in {dataset} was prepared by {was}, not by version "
+              f"{recipe['version']}: preparing it anew")
+        _remove(dataset)
     for path in (root / "data" / "raw", dataset):
         claim(path)
     print(f"\n[preparation] demo path: writing the demo cohort into {root / 'data' / 'raw'} if missing, then {dataset}")
     run(bundle_run("preparation", configs / "prepare.json"))
+    manifest = _manifest()
+    manifest["preparations"][str(dataset)] = recipe
+    # the demo's trainings of this bundle learnt from the dataset that was just replaced: train them anew
+    manifest["trainings"] = {k: v for k, v in manifest["trainings"].items() if not Path(k).is_relative_to(root)}
+    MANIFEST.write_text(json.dumps(manifest, indent=1))
 
 
 def training_recipe(root: Path, overrides: list[str]) -> dict:
     """What a demo training depends on besides the data: the bundle's version and the demo's overrides."""
-    version = json.loads((root / "configs" / "metadata.json").read_text())["version"]
-    return {"version": version, "overrides": overrides}
+    return {"version": bundle_version(root), "overrides": overrides}
 
 
 def forget_stale_training(output_dir: Path, recipe: dict) -> None:
