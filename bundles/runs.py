@@ -75,7 +75,10 @@ def command_line_config() -> dict | None:
 
 def run_info(kind: str, *, settings: dict | None = None, datalist: str | os.PathLike | None = None,
              seed: int | None = None) -> dict:
-    """The ``run_info.json`` record of a run of ``kind`` (``"training run"``, ``"inference"``, ...)."""
+    """The ``run_info.json`` record of a run of ``kind`` (``"training run"``, ``"inference"``, ...), with the number
+    of PyTorch threads: results of the same seed change with it (the order of floating-point sums differs)."""
+    import torch
+
     return {
         "written_by": written_by(kind),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
@@ -83,6 +86,7 @@ def run_info(kind: str, *, settings: dict | None = None, datalist: str | os.Path
         "config": command_line_config(),
         "settings": settings or {},
         "seed": seed,
+        "torch_threads": torch.get_num_threads(),
         "git_commit": git_commit(),
         "python": sys.version.split()[0],
         "packages": package_versions(),
