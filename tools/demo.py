@@ -50,6 +50,10 @@ def _manifest() -> dict:
     return {"paths": [], "containers": [], "trainings": {}, "preparations": {}, **manifest}
 
 
+def _save(manifest: dict) -> None:
+    MANIFEST.write_text(json.dumps(manifest, indent=1))
+
+
 def created() -> list[str]:
     """The paths the demo created so far (absolute)."""
     return _manifest()["paths"]
@@ -59,7 +63,7 @@ def _record(path: Path, kind: str = "paths") -> None:
     manifest = _manifest()
     if str(path) not in manifest[kind]:
         manifest[kind].append(str(path))
-        MANIFEST.write_text(json.dumps(manifest, indent=1))
+        _save(manifest)
 
 
 def claim(path: Path) -> bool:
@@ -110,7 +114,7 @@ def step_prepare(root: Path) -> None:
     manifest["preparations"][str(dataset)] = recipe
     # the demo's trainings of this bundle learnt from the dataset that was just replaced: train them anew
     manifest["trainings"] = {k: v for k, v in manifest["trainings"].items() if not Path(k).is_relative_to(root)}
-    MANIFEST.write_text(json.dumps(manifest, indent=1))
+    _save(manifest)
 
 
 def training_recipe(root: Path, overrides: list[str]) -> dict:
@@ -132,7 +136,7 @@ def forget_stale_training(output_dir: Path, recipe: dict) -> None:
             _remove(output_dir / name)
     manifest = _manifest()
     manifest["trainings"][str(output_dir)] = recipe
-    MANIFEST.write_text(json.dumps(manifest, indent=1))
+    _save(manifest)
 
 
 def step_train(root: Path, output_dir: Path, epochs: int | None, *overrides: str) -> None:

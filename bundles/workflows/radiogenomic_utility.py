@@ -19,9 +19,10 @@ For each seed, from the prepared dataset's **training** patients:
 
 Measure: nodule Dice over all test slices pooled (``2 |P & R| / (|P| + |R|)``), with the nodule pixels' precision
 and recall beside it and the mean nodule area of the real subset, the synthetic set and the test slices (a subset
-of small nodules teaches under-segmentation of large ones). The phenotype (hidden truth) is not needed. Per size: the mean over seeds of every arm with a Student-t interval, the paired gain of adding
-synthetic nodules and the TSTR / TRTR ratio (:mod:`bundles.evaluation.utility`). Writes ``<utility_dir>/``:
-``utility.json``, ``utility.png``, ``gans/p<size>_seed<seed>/`` (each GAN's training run) and ``run_info.json``.
+of small nodules teaches under-segmentation of large ones). The phenotype (hidden truth) is not needed. Per size:
+the mean over seeds of every arm with a Student-t interval, the paired gain of adding synthetic nodules and the
+TSTR / TRTR ratio (:mod:`bundles.evaluation.utility`). Writes ``<utility_dir>/``: ``utility.json``, ``utility.png``,
+``gans/p<size>_seed<seed>/`` (each GAN's training run) and ``run_info.json``.
 """
 
 from __future__ import annotations
