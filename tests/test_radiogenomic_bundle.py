@@ -390,8 +390,8 @@ def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_three_arms
     assert {(r["seed"], r["arm"]) for r in result["runs"]} == {(s, a) for s in (0, 1)
                                                                for a in ("real", "real+synthetic", "synthetic")}
     assert all(0.0 <= r["value"] <= 1.0 and r["steps"] == 2 for r in result["runs"])
-    assert all(set(r["nodule_area_px"]) == {"train_real", "train_synthetic", "test"} and r["nodule_area_px"]["test"] > 0
-               for r in result["runs"])
+    assert all(set(g["nodule_area_px"]) == {"train_real", "train_synthetic", "test"} and g["nodule_area_px"]["test"] > 0
+               for g in result["gans"])
     real_runs = [r for r in result["runs"] if r["arm"] == "real"]
     assert all(len(r["patients"]) == 1 and r["train_synthetic"] == 0 for r in real_runs)
     assert {g["seed"] for g in result["gans"]} == {0, 1}

@@ -98,8 +98,9 @@ def step_prepare(root: Path) -> None:
     dataset = root / "data" / "prepared"
     recipe = {"version": bundle_version(root)}
     if (dataset / "datalist.json").is_file():
-        prepared = _manifest()["preparations"].get(str(dataset))
-        if prepared == recipe or str(dataset) not in created():
+        manifest = _manifest()
+        prepared = manifest["preparations"].get(str(dataset))
+        if prepared == recipe or str(dataset) not in manifest["paths"]:
             print(f"\n[preparation] keeping the dataset prepared earlier in {dataset}")
             return
         was = f"version {prepared['version']}" if prepared else "an earlier demo"

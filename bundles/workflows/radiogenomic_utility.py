@@ -197,8 +197,8 @@ def run_utility(
                 backgrounds = _load_backgrounds([b for b in datalist["backgrounds"] if b["patient_id"] in set(chosen)])
                 syn_x, syn_y, dropped = synthesise_pairs(read_model(checkpoint).load(device), genes.float(), backgrounds,
                                                          synthetic_per_patient, seed, device)
-                areas = {"train_real": mean_nodule_area(real[1]), "train_synthetic": mean_nodule_area(syn_y),
-                         "test": mean_nodule_area(test_y)}
+                gans[-1]["nodule_area_px"] = {"train_real": mean_nodule_area(real[1]),
+                                              "train_synthetic": mean_nodule_area(syn_y), "test": mean_nodule_area(test_y)}
                 for arm in ARMS:
                     x, y, weights = arm_data(arm, real, (syn_x, syn_y), synthetic_share)
                     net = train_segmenter(x, y, num_classes=2, steps=seg_steps, weights=weights, flips=True,
@@ -208,8 +208,7 @@ def run_utility(
                                  "patients": chosen, "train_real": int(real[0].shape[0]) if arm != "synthetic" else 0,
                                  "train_synthetic": int(syn_x.shape[0]) if arm != "real" else 0,
                                  "synthetic_dropped": dropped, "test": int(test_y.shape[0]),
-                                 "precision": overlap["precision"], "recall": overlap["recall"],
-                                 "nodule_area_px": areas})
+                                 "precision": overlap["precision"], "recall": overlap["recall"]})
                     logger.info("%d patient(s), seed %d, %s: nodule Dice %.3f (precision %.3f, recall %.3f)", size,
                                 seed, arm, overlap["dice"], overlap["precision"], overlap["recall"])
         summary = summarise_runs(runs, sizes, seeds)
@@ -234,7 +233,8 @@ def run_utility(
                               "steps": seg_steps, "batch_size": seg_batch_size, "loss": "DiceCELoss",
                               "same_steps_and_init_in_every_arm": True},
                 "dice": "nodule, over all test slices pooled; precision and recall of the nodule pixels beside it",
-                "nodule_area_px": "mean nodule area per slice of the real subset, the synthetic set and the test set",
+                "nodule_area_px": "per GAN (gans[]): mean nodule area per slice of the real subset, the synthetic set "
+                                  "and the test set",
                 "interval": "Student-t over seeds; gain and TSTR / TRTR paired per seed",
             },
             "runs": runs,
