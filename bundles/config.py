@@ -124,6 +124,8 @@ CHECKS: dict[str, Callable[[object, str], None]] = {
     "num_eval_patients": _integer(1),
     "classifier_epochs": _integer(1),
     "validation_fraction": _fraction,
+    "translation": _fraction,
+    "cutout": _fraction,
     "heldout_per_class": _integer(0),
     "image_size": _integer(8),
     "loss_size": _optional(_integer(8)),

@@ -53,3 +53,35 @@ def test_two_iterations_update_both_networks_and_write_a_per_class_grid(tmp_path
     assert [name for name, _ in columns] == ["real"] + CLASSES
     assert all(t.shape == (2, 1, 12, 20) for _, t in columns)
     assert (tmp_path / "samples" / "epoch_0001.png").stat().st_size > 1000
+
+
+class Recording(torch.nn.Module):
+    """An augmentation that records what it is given and flips it upside down (so its effect is visible)."""
+
+    def __init__(self):
+        super().__init__()
+        self.seen = []
+
+    def forward(self, images):
+        self.seen.append(images.detach().clone())
+        return images.flip(-2)
+
+
+def test_the_augmentation_sees_the_real_and_generated_images_of_both_updates():
+    torch.manual_seed(0)
+    g = RadioGANGenerator(first_grid=(3, 5), channels=(8, 4))
+    d = RadioGANDiscriminator(image_size=(12, 20), channels=(4,) * 8)
+    judged = []
+    d.register_forward_pre_hook(lambda module, inputs: judged.append(inputs[0].detach().clone()))
+    augment = Recording()
+    trainer = RadioGANTrainer(
+        "cpu", 1, DataLoader(Blobs(5), batch_size=5), g, d,
+        torch.optim.Adam(g.parameters(), 2e-4), torch.optim.Adam(d.parameters(), 2e-4),
+        class_names=CLASSES, augment=augment,
+    )
+    trainer.run()
+    reals = torch.stack([Blobs(5)[i]["image"] for i in range(5)])
+    # one iteration: D update on (real, generated), G update on generated; every judged image was augmented
+    assert len(augment.seen) == len(judged) == 3
+    assert torch.equal(augment.seen[0], reals)
+    assert all(torch.equal(j, s.flip(-2)) for j, s in zip(judged, augment.seen, strict=True))

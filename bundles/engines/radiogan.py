@@ -32,6 +32,8 @@ class RadioGANTrainer(AdversarialTrainer):
         latent_dim: length of z (paper: 100).
         class_names: titles of the per-class sample columns, in label order.
         real_label: target for real images in the D loss (1.0 = the paper; e.g. 0.9 = one-sided smoothing).
+        augment: applied to every image the discriminator judges, real and generated, in both updates
+            (:class:`bundles.engines.augment.DiffAugment`; None = the paper: no augmentation).
     """
 
     def __init__(
@@ -47,6 +49,7 @@ class RadioGANTrainer(AdversarialTrainer):
         latent_dim: int = 100,
         class_names: Sequence[str] = ("normal", "head_neck", "oesophagus", "lung", "lymphoma"),
         real_label: float = 1.0,
+        augment: nn.Module | None = None,
         **kwargs,
     ):
         super().__init__(
@@ -56,6 +59,7 @@ class RadioGANTrainer(AdversarialTrainer):
         self.class_names = list(class_names)
         self.real_label = float(real_label)
         self.bce = nn.BCEWithLogitsLoss()
+        self.augment = augment if augment is not None else nn.Identity()
 
     def prepare(self, batchdata: dict) -> dict[str, torch.Tensor]:
         """Keep ``image`` (float, plain tensor) and ``label`` (int64) on the device."""
@@ -73,8 +77,8 @@ class RadioGANTrainer(AdversarialTrainer):
         return {"image": self.generator(z, batch["label"]), "z": z}
 
     def discriminator_terms(self, batch: dict, fake: dict) -> dict[str, torch.Tensor]:
-        real_logit = self.discriminator(batch["image"], batch["label"])
-        fake_logit = self.discriminator(fake["image"], batch["label"])
+        real_logit = self.discriminator(self.augment(batch["image"]), batch["label"])
+        fake_logit = self.discriminator(self.augment(fake["image"]), batch["label"])
         d_real = self.bce(real_logit, torch.full_like(real_logit, self.real_label))
         d_fake = self.bce(fake_logit, torch.zeros_like(fake_logit))
         with torch.no_grad():
@@ -82,7 +86,7 @@ class RadioGANTrainer(AdversarialTrainer):
         return {"d_real": d_real, "d_fake": d_fake, "d_total": 0.5 * (d_real + d_fake), "d_acc": d_acc}
 
     def generator_terms(self, batch: dict, fake: dict) -> dict[str, torch.Tensor]:
-        logit = self.discriminator(fake["image"], batch["label"])
+        logit = self.discriminator(self.augment(fake["image"]), batch["label"])
         g_adv = self.bce(logit, torch.ones_like(logit))
         return {"g_adv": g_adv, "g_total": g_adv}
 
