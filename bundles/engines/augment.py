@@ -6,7 +6,8 @@ every discriminator call (in its update and in the generator's), so the discrimi
 twice the same way, while the generator, whose gradient passes through the transformations, still learns the
 untransformed images (translations and cutouts of the generated set match those of the real set only when the
 sets match). StyleGAN2-ADA's ``training/augment.py`` is the adaptive cousin; this is the fixed policy that
-Zhao et al. found best for 100-image datasets: translation and cutout.
+Zhao et al. found best for 100-image datasets: translation and cutout. RadioGAN's train.json uses translation
+only (cutout hid the lesions its condition is about; measured in its docs).
 """
 
 from __future__ import annotations
