@@ -22,6 +22,7 @@ from bundles.evaluation.utility import (
     segment,
     select_patients,
     select_per_class,
+    snapshot_configs,
     summarise_runs,
     t_interval,
     train_segmenter,
@@ -187,6 +188,22 @@ def test_patient_splits_are_nested_and_leave_the_rest_for_testing():
     assert patient_splits(patients, [1, 3], seed=5) == (subsets, rest)
 
 
+def test_snapshot_configs_copies_each_config_with_its_companions(tmp_path):
+    configs = tmp_path / "bundle" / "configs"
+    configs.mkdir(parents=True)
+    (configs / "train.json").write_text('{"lr": 1}')
+    (configs / "prepare.json").write_text('{"size": 2}')
+    (configs / "metadata.json").write_text("{}")
+    work = tmp_path / "work"
+    work.mkdir()
+    copies = snapshot_configs(work, configs / "train.json", configs / "prepare.json")
+    assert copies == [work / "configs" / "train.json", work / "configs" / "prepare.json"]
+    (configs / "train.json").write_text('{"lr": 2}')  # an edit after the start does not reach the study
+    assert copies[0].read_text() == '{"lr": 1}' and (work / "configs" / "metadata.json").is_file()
+    with pytest.raises(BundleInputError, match="no such config file"):
+        snapshot_configs(work, configs / "evaluate.json")
+
+
 # ------------------------------------------------------------------------------------------ the commands
 @pytest.mark.slow
 def test_radiogan_utility_command_at_toy_size(tmp_path):
@@ -207,6 +224,9 @@ def test_radiogan_utility_command_at_toy_size(tmp_path):
         state = torch.load(out / gan_run["checkpoint"], weights_only=True)
         assert state["trainer"]["iteration"] == 2  # the fixed budget
     assert plt.imread(out / "utility.png").ndim == 3 and (out / "run_info.json").is_file()
+    snapshot = out / result["design"]["gan"]["train_config"]  # the train.json every GAN of the study read
+    assert snapshot == out / "configs" / "train.json"
+    assert snapshot.read_bytes() == (RADIOGAN.root / "configs" / "train.json").read_bytes()
     error = user_error(run_workflow, RADIOGAN, "utility", "utility.json", dataset_dir=str(tmp_path / "prepared"),
                        output_dir=str(tmp_path / "out2"), sizes_per_class=[2])
     assert error.field == "sizes_per_class"  # two studies per class leave none to test on
@@ -236,3 +256,4 @@ def test_ctstyle_utility_command_at_toy_size(tmp_path):
     for gan_run in result["gans"]:
         assert torch.load(out / gan_run["checkpoint"], weights_only=True)["trainer"]["iteration"] == 2
     assert plt.imread(out / "utility.png").ndim == 3
+    assert {f.name for f in (out / "configs").iterdir()} == {"train.json", "prepare.json", "metadata.json"}

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -51,6 +52,7 @@ __all__ = [
     "select_per_class",
     "segment",
     "select_patients",
+    "snapshot_configs",
     "summarise_runs",
     "t_interval",
     "train_segmenter",
@@ -183,6 +185,31 @@ def check_study_settings(settings: Mapping[str, Any]) -> None:
 
 def _is_int(value: Any, minimum: int) -> bool:
     return isinstance(value, int) and not isinstance(value, bool) and value >= minimum
+
+
+def snapshot_configs(work: str | Path, *config_files: str | Path) -> list[Path]:
+    """Copy each of ``config_files``, with the ``metadata.json`` and ``logging.conf`` beside it, into ``work /
+    "configs"``; returns the copies' paths in order. A study reads its configs once, at its start: an edit made
+    while it runs does not reach its later GANs, and its output keeps the configs it ran with.
+
+    Raises:
+        BundleInputError: a config file that does not exist.
+    """
+    from bundles.errors import BundleInputError
+
+    folder = Path(work) / "configs"
+    folder.mkdir(exist_ok=True)
+    copies = []
+    for config_file in config_files:
+        source = Path(config_file)
+        if not source.is_file():
+            raise BundleInputError("no such config file", path=source,
+                                   hint="pass the bundle's own configs/train.json (or prepare.json), or leave it unset")
+        for companion in ("metadata.json", "logging.conf"):
+            if (source.parent / companion).is_file() and not (folder / companion).exists():
+                shutil.copy2(source.parent / companion, folder / companion)
+        copies.append(Path(shutil.copy2(source, folder / source.name)))
+    return copies
 
 
 def train_with_config(config_file: str | Path, output_dir: str | Path, overrides: Mapping[str, Any]) -> Path:

@@ -41,6 +41,7 @@ from bundles.evaluation.utility import (
     arm_data,
     patient_splits,
     segment,
+    snapshot_configs,
     summarise_runs,
     train_segmenter,
     train_with_config,
@@ -175,6 +176,7 @@ def run_utility(
     dataset_dir = Path(dataset_dir)
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
+        train_config, prepare_config = snapshot_configs(work, train_config, prepare_config)
         study_dir = _study_dataset(dataset_dir, work, prepare_config, image_size)
         datalist = load_datalist(study_dir)
         training = list(datalist["training"])
@@ -228,7 +230,7 @@ def run_utility(
                 "subsets": "per seed, a random order of the training patients; size k takes the first k (nested); "
                            "every subset also holds the style slice (the GAN sees it)",
                 "test": "evaluation patients' slices + training patients outside the seed's largest subset",
-                "gan": {"iterations": gan_iterations, "train_config": str(train_config),
+                "gan": {"iterations": gan_iterations, "train_config": str(train_config.relative_to(work)),
                         "settings": dict(gan_settings or {}), "data": "the subset only"},
                 "synthetic": {"per_map": synthetic_per_map, "perturb_magnitude_px": perturb_magnitude_px,
                               "perturb_smoothness_px": perturb_smoothness_px},

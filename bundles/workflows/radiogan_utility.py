@@ -37,6 +37,7 @@ from bundles.evaluation.utility import (
     ARMS,
     arm_data,
     select_per_class,
+    snapshot_configs,
     summarise_runs,
     train_with_config,
     write_study,
@@ -146,6 +147,7 @@ def run_utility(
     held_x, held_y = load_images(held) if held else (pool_x[:0], pool_y[:0])
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
+        (train_config,) = snapshot_configs(work, train_config)
         for seed in seeds:
             subsets, rest = study_splits(pool_y.tolist(), sizes_per_class, seed)
             test_x, test_y = torch.cat([pool_x[rest], held_x]), torch.cat([pool_y[rest], held_y])
@@ -183,7 +185,7 @@ def run_utility(
             "design": {
                 "subsets": "per seed, a random order of each class's training MIPs; size n takes the first n (nested)",
                 "test": "prepared validation MIPs + training MIPs outside the seed's largest subset",
-                "gan": {"iterations": gan_iterations, "batch_size": gan_batch_size, "train_config": str(train_config),
+                "gan": {"iterations": gan_iterations, "batch_size": gan_batch_size, "train_config": str(train_config.relative_to(work)),
                         "settings": dict(gan_settings or {}), "data": "the subset only"},
                 "synthetic_per_class": synthetic_per_class, "synthetic_share": synthetic_share,
                 "classifier": {"steps": classifier_steps, "batch_size": classifier_batch_size,

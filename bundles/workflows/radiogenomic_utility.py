@@ -43,6 +43,7 @@ from bundles.evaluation.utility import (
     arm_data,
     patient_splits,
     segment,
+    snapshot_configs,
     summarise_runs,
     train_segmenter,
     train_with_config,
@@ -179,6 +180,7 @@ def run_utility(
     held_x, held_y = _load_slices(datalist["validation"]) if datalist["validation"] else (pool_x[:0], pool_y[:0])
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
+        (train_config,) = snapshot_configs(work, train_config)
         for seed in seeds:
             subsets, rest = patient_splits(patients, sizes, seed)
             rest_idx = [i for i, p in enumerate(patients) if p in rest]
@@ -222,7 +224,7 @@ def run_utility(
             "design": {
                 "subsets": "per seed, a random order of the training patients; size k takes the first k (nested)",
                 "test": "held-out patients' nodule slices + training patients' outside the seed's largest subset",
-                "gan": {"iterations": gan_iterations, "train_config": str(train_config),
+                "gan": {"iterations": gan_iterations, "train_config": str(train_config.relative_to(work)),
                         "settings": dict(gan_settings or {}),
                         "data": "the subset's nodule slices (appearance targets standardised over the subset) and "
                                 "the subset's own backgrounds"},
