@@ -256,4 +256,4 @@ def test_ctstyle_utility_command_at_toy_size(tmp_path):
     for gan_run in result["gans"]:
         assert torch.load(out / gan_run["checkpoint"], weights_only=True)["trainer"]["iteration"] == 2
     assert plt.imread(out / "utility.png").ndim == 3
-    assert {f.name for f in (out / "configs").iterdir()} == {"train.json", "prepare.json", "metadata.json"}
+    assert {f.name for f in (out / "configs").iterdir()} == {"train.json", "prepare.json", "metadata.json", "logging.conf"}
