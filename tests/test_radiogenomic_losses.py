@@ -265,6 +265,54 @@ def test_generator_total_adds_the_weighted_appearance_and_consistency_terms():
     assert paper["g_total"].item() == pytest.approx(adversarial.item())  # weights 0: the paper's objective
 
 
+def test_mode_seeking_term_by_hand_and_only_with_a_second_image():
+    loss = RadiogenomicGANLoss(weight_mode_seeking=2.0)
+    base = loss.generator_terms(ArithmeticDiscriminator(), IMAGE, GENES, FAKE_IMAGE, FAKE_MASK)
+    assert "g_mode_seeking" not in base
+    noise = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
+    # second image 0.5 brighter, second noise 2 further: 1 / (0.5 / 2 + 1e-5) for each sample
+    terms = loss.generator_terms(ArithmeticDiscriminator(), IMAGE, GENES, FAKE_IMAGE, FAKE_MASK,
+                                 second=(noise, FAKE_IMAGE + 0.5, noise + 2.0))
+    assert terms["g_mode_seeking"].item() == pytest.approx(1.0 / (0.25 + 1e-5))
+    assert terms["g_total"].item() == pytest.approx(base["g_total"].item() + 2.0 * terms["g_mode_seeking"].item())
+
+
+class NoisyGenerator(torch.nn.Module):
+    """image = background + mean(noise) (so each noise draw gives another image), mask = -1; counts its calls."""
+
+    noise_dim = 3
+
+    def __init__(self):
+        super().__init__()
+        self.calls = 0
+
+    def forward(self, background, genes, noise):
+        self.calls += 1
+        return background + noise.mean(dim=1).view(-1, 1, 1, 1), -torch.ones_like(background)
+
+
+@pytest.mark.parametrize("weight", [0.0, 0.5])
+def test_the_trainer_makes_a_second_image_only_for_the_mode_seeking_term(weight):
+    from bundles.engines.radiogenomic import RadiogenomicTrainer
+
+    trainer = RadiogenomicTrainer.__new__(RadiogenomicTrainer)
+    trainer.generator, trainer.discriminator = NoisyGenerator(), ArithmeticDiscriminator()
+    trainer.loss, trainer.slice_noise = RadiogenomicGANLoss(weight_mode_seeking=weight), False
+    batch = {"image": IMAGE, "mask": MASK, "genes": GENES, "background": torch.zeros(2, 1, 4, 4)}
+    torch.manual_seed(0)
+    fake = trainer.generate(batch)
+    terms = trainer.generator_terms(batch, fake)
+    assert trainer.generator.calls == (2 if weight > 0 else 1)
+    assert ("g_mode_seeking" in terms) == (weight > 0) and ("image_2" in fake) == (weight > 0)
+    if weight > 0:
+        torch.manual_seed(0)
+        first, second = torch.randn(2, 3), torch.randn(2, 3)  # the two draws, in order
+        torch.testing.assert_close(fake["noise"], first)
+        torch.testing.assert_close(fake["noise_2"], second)
+        expected = 1.0 / ((first.mean(1) - second.mean(1)).abs() / (first - second).abs().mean(1) + 1e-5)
+        assert terms["g_mode_seeking"].item() == pytest.approx(expected.mean().item(), rel=1e-5)
+
+
 def test_code_gradient_scales_only_the_gradient():
     torch.manual_seed(0)
     net = RadiogenomicGenerator(5, image_size=16, base_channels=2, code_dim=3, hidden=4, code_gradient=0.25)

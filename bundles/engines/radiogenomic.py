@@ -68,10 +68,13 @@ class RadiogenomicTrainer(AdversarialTrainer):
     generator's D_ISG loss trains phi, as in the paper), or the genes when it has its own gene encoder.
     Mismatched masks and codes come from another patient of the batch when ``patient_index`` is given.
 
+    With the loss's ``weight_mode_seeking`` above 0, each generator step also makes a second image of the same
+    backgrounds and genes from a second noise draw, for the mode-seeking term.
+
     Loss terms (engine output "loss"): ``d_i, d_is, d_isg, d_total, g_i, g_is, g_isg, g_background_l1, [g_kl,]
     [g_appearance,] g_consistency_<part> for each of bundles.losses.radiogenomic.CONSISTENCY_PARTS,
-    g_total``; the appearance and consistency terms are computed (and logged) whatever their weights, and count only
-    with a weight above 0.
+    [g_mode_seeking,] g_total``; the appearance and consistency terms are computed (and logged) whatever their
+    weights, and count only with a weight above 0.
 
     Args:
         loss: the :class:`~bundles.losses.radiogenomic.RadiogenomicGANLoss` (weights, lambda, erosion); default
@@ -138,10 +141,15 @@ class RadiogenomicTrainer(AdversarialTrainer):
         return noise
 
     def generate(self, batch: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-        """-> ``{"image", "mask", "noise"}`` plus ``"code"`` (the generator's phi(g)) when the discriminator reads it."""
+        """-> ``{"image", "mask", "noise"}`` plus ``"code"`` (the generator's phi(g)) when the discriminator reads it,
+        and ``"image_2"``, ``"noise_2"`` (a second noise draw) when the mode-seeking term has a weight."""
         noise = self.noise(batch)
         image, mask = self.generator(batch["background"], batch["genes"], noise)
         fake = {"image": image, "mask": mask, "noise": noise}
+        if self.loss.weight_mode_seeking > 0:
+            noise_2 = self.noise(batch)
+            fake["image_2"], _ = self.generator(batch["background"], batch["genes"], noise_2)
+            fake["noise_2"] = noise_2
         if self._reads_code():
             fake["code"] = unwrap(self.generator).training_code(batch["genes"])
         return fake
@@ -164,6 +172,7 @@ class RadiogenomicTrainer(AdversarialTrainer):
         return self.loss.generator_terms(
             self.discriminator, batch["background"], self._condition(batch, fake), fake["image"], fake["mask"],
             kl=kl, code=code, appearance=appearance, image=batch["image"], mask=batch["mask"],
+            second=(fake["noise"], fake["image_2"], fake["noise_2"]) if "image_2" in fake else None,
         )
 
     def sample_columns(self, batch: dict, fake: dict) -> list[tuple[str, torch.Tensor]]:

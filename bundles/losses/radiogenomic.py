@@ -25,7 +25,10 @@ Beyond the paper (weights 0 give the paper's objective exactly):
   draws one nodule, of the size, density, texture and outline of the patient's, not a speckle or a blotch;
 - ``nodule`` (a discriminator with a D_N head, :class:`bundles.networks.radiogenomic.RadiogenomicDiscriminator`):
   ``L_DN = E[(D_N(x,m)-1)^2] + E[D_N(G_x,G_m)^2]`` and ``E[(D_N(G_x,G_m)-1)^2]`` for the generator, a local
-  adversary on the window around the nodule, where the whole-slice heads see mostly the given background.
+  adversary on the window around the nodule, where the whole-slice heads see mostly the given background;
+- ``mode_seeking`` (:func:`bundles.losses.style.mode_seeking`, MSGAN, Mao et al. 2019; the trainer makes a second
+  image G(b, g, n_2) of the same background and genes with other noise): small when the two noises give different
+  nodules, so the generator draws the spread of a patient's nodules rather than their average one.
 """
 
 from __future__ import annotations
@@ -34,6 +37,8 @@ import math
 
 import torch
 import torch.nn.functional as F
+
+from bundles.losses.style import mode_seeking
 
 CONSISTENCY_PARTS = ("size", "density", "spread", "boundary", "interior")
 INTERIOR_EROSION = 2  # pixels: the edge of a nodule left out of its interior
@@ -196,6 +201,8 @@ class RadiogenomicGANLoss:
         weight_appearance: weight of :func:`appearance_term` (0 = the paper).
         weight_consistency: weight of the sum of the parts of :func:`consistency_term` (0 = the paper).
         weight_nodule: weight of the D_N terms, counted when the discriminator returns a D_N logit.
+        weight_mode_seeking: weight of the mode-seeking term (0 = the paper: no term, and the trainer makes no
+            second image).
     """
 
     def __init__(
@@ -209,6 +216,7 @@ class RadiogenomicGANLoss:
         weight_appearance: float = 0.0,
         weight_consistency: float = 0.0,
         weight_nodule: float = 0.0,
+        weight_mode_seeking: float = 0.0,
     ):
         self.weight_i = float(weight_i)
         self.weight_is = float(weight_is)
@@ -219,6 +227,7 @@ class RadiogenomicGANLoss:
         self.weight_appearance = float(weight_appearance)
         self.weight_consistency = float(weight_consistency)
         self.weight_nodule = float(weight_nodule)
+        self.weight_mode_seeking = float(weight_mode_seeking)
 
     def discriminator_terms(
         self,
@@ -272,6 +281,7 @@ class RadiogenomicGANLoss:
         appearance: torch.Tensor | None = None,
         image: torch.Tensor | None = None,
         mask: torch.Tensor | None = None,
+        second: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None,
     ) -> dict[str, torch.Tensor]:
         """Generator terms for fakes made from ``background`` (B, 1, H, W) and the gene code / genes ``condition``.
 
@@ -279,7 +289,8 @@ class RadiogenomicGANLoss:
         (mean over pixels of |G_x - b| * M_bg), ``g_kl`` when ``kl`` is given, ``g_appearance`` when ``code``
         (B, code_dim) and ``appearance`` (B, D) are given, ``g_consistency_<part>`` for each part of
         :func:`consistency_term` (``CONSISTENCY_PARTS``) when the real ``image`` and ``mask`` paired with each fake
-        are given, and ``g_total`` (weighted sum).
+        are given, ``g_mode_seeking`` when ``second`` = (noise of ``fake_image`` (B, N), a second image (B, 1, H, W)
+        of the same inputs, its noise (B, N)) is given, and ``g_total`` (weighted sum).
         """
         i_fake, is_fake, isg_fake, *n_fake = discriminator(fake_image, fake_mask, condition)
         g_i = least_squares(i_fake, 1.0)
@@ -303,5 +314,9 @@ class RadiogenomicGANLoss:
             for name, value in zip(CONSISTENCY_PARTS, parts, strict=True):
                 terms[f"g_consistency_{name}"] = value
                 total = total + self.weight_consistency * value
+        if second is not None:
+            noise, fake_image_2, noise_2 = second
+            terms["g_mode_seeking"] = mode_seeking(fake_image, fake_image_2, noise, noise_2).mean()
+            total = total + self.weight_mode_seeking * terms["g_mode_seeking"]
         terms["g_total"] = total
         return terms
