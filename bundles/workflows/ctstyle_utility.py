@@ -22,7 +22,8 @@ each real-data size (``sizes``: training patients, nested per seed):
 
 Measure: per-organ Dice (body, lungs, heart and vessels, bone, spinal cord; air, the background, is left
 out) over all test slices pooled, and their mean. Writes ``<utility_dir>/``: ``utility.json``, ``utility.png``,
-``prepared/`` (the study's dataset), ``gans/p<size>_seed<seed>/`` (each GAN's training run) and ``run_info.json``.
+``prepared/`` (the study's dataset), ``gans/p<size>_seed<seed>/`` (each GAN's training run), ``configs/`` (the
+train.json and prepare.json the study ran with, copied at its start) and ``run_info.json``.
 """
 
 from __future__ import annotations

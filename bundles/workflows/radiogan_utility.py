@@ -17,8 +17,8 @@ inside the larger one), from the prepared dataset's **training** MIPs:
 Result: the class-averaged accuracy of every (size, seed, arm), and per size the mean over seeds with a
 Student-t interval, the paired gain of adding synthetic MIPs and the TSTR / TRTR ratio
 (:mod:`bundles.evaluation.utility`). Writes ``<utility_dir>/``: ``utility.json``, ``utility.png``,
-``gans/n<size>_seed<seed>/`` (each GAN's training run: checkpoints, sample grid, run_info.json) and
-``run_info.json``.
+``gans/n<size>_seed<seed>/`` (each GAN's training run: checkpoints, sample grid, run_info.json), ``configs/``
+(the train.json every GAN was trained from, copied at the start) and ``run_info.json``.
 """
 
 from __future__ import annotations

@@ -22,7 +22,8 @@ and recall beside it and the mean nodule area of the real subset, the synthetic 
 of small nodules teaches under-segmentation of large ones). The phenotype (hidden truth) is not needed. Per size:
 the mean over seeds of every arm with a Student-t interval, the paired gain of adding synthetic nodules and the
 TSTR / TRTR ratio (:mod:`bundles.evaluation.utility`). Writes ``<utility_dir>/``: ``utility.json``, ``utility.png``,
-``gans/p<size>_seed<seed>/`` (each GAN's training run) and ``run_info.json``.
+``gans/p<size>_seed<seed>/`` (each GAN's training run), ``configs/`` (the train.json every GAN was trained from,
+copied at the start) and ``run_info.json``.
 """
 
 from __future__ import annotations
