@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -104,6 +105,9 @@ def test_study_settings_are_checked_before_work():
         with pytest.raises(BundleInputError) as caught:
             check_study_settings(bad)
         assert caught.value.field == next(iter(bad)) and caught.value.hint
+    with pytest.raises(BundleInputError, match=">= 1"):  # no real data: only ctstyle's style slice makes a size 0
+        check_study_settings({"sizes": [0, 1]})
+    check_study_settings({"sizes": [0, 1]}, smallest_size=0)
 
 
 # ---------------------------------------------------------------------------------------- subsets and arms
@@ -240,20 +244,26 @@ def test_ctstyle_utility_command_at_toy_size(tmp_path):
     prepare_case(CTSTYLE, raw, tmp_path / "prepared", image_size=64)
     gan = {k: v for k, v in CTSTYLE.train.items() if k != "loss_size"} | {"loss_size": None}
     run_workflow(CTSTYLE, "utility", "utility.json", dataset_dir=str(tmp_path / "prepared"),
-                 output_dir=str(tmp_path / "out"), image_size=32, sizes=[1], seeds=[0, 1], gan_iterations=2,
+                 output_dir=str(tmp_path / "out"), image_size=32, sizes=[0, 1], seeds=[0, 1], gan_iterations=2,
                  gan_settings=gan, synthetic_per_map=2, perturb_magnitude_px=1.0, perturb_smoothness_px=4.0,
                  seg_steps=2, seg_batch_size=2, seg_features=[2, 2, 2, 2, 2, 2])
     out = tmp_path / "out" / "utility"
     result = json.loads((out / "utility.json").read_text())
     prepared = json.loads((out / "prepared" / "datalist.json").read_text())
     assert prepared["image_size"] == 32 and prepared["style"]["patient_id"] == "CT-004"  # the same split, smaller
-    assert {(r["seed"], r["arm"]) for r in result["runs"]} == {(s, a) for s in (0, 1) for a in ARMS}
-    # one training patient (2 slices) + the style slice; 2 synthetic pairs per map; 1 training + 1 evaluation
-    # patient (4 slices) to test on
-    assert [(r["train_real"], r["train_synthetic"]) for r in result["runs"][:3]] == [(3, 0), (3, 6), (0, 6)]
+    assert {(r["size"], r["seed"], r["arm"]) for r in result["runs"]} == {(k, s, a) for k in (0, 1) for s in (0, 1)
+                                                                          for a in ARMS}
+    # size 0: the style slice alone; size 1: one training patient (2 slices) + the style slice; 2 synthetic pairs
+    # per map; 1 training + 1 evaluation patient (4 slices) to test on at every size
+    assert [(r["train_real"], r["train_synthetic"]) for r in result["runs"][:6]] == [(1, 0), (1, 2), (0, 2),
+                                                                                      (3, 0), (3, 6), (0, 6)]
     assert {r["test"] for r in result["runs"]} == {4}
     assert set(result["runs"][0]["per_organ"]) == {"body", "lungs", "heart_vessels", "bone", "spinal_cord"}
+    style_slice = Path(prepared["style"]["image"]).name
     for gan_run in result["gans"]:
         assert torch.load(out / gan_run["checkpoint"], weights_only=True)["trainer"]["iteration"] == 2
+        # each GAN learnt from its subset's slices; at size 0 from the style slice, its one real pair
+        assert len(gan_run["content_slices"]) == (1 if gan_run["size"] == 0 else 2)
+        assert (gan_run["content_slices"] == [style_slice]) == (gan_run["size"] == 0)
     assert plt.imread(out / "utility.png").ndim == 3
     assert {f.name for f in (out / "configs").iterdir()} == {"train.json", "prepare.json", "metadata.json", "logging.conf"}

@@ -147,10 +147,11 @@ def patient_splits(patients: Sequence[str], sizes: Sequence[int], seed: int) -> 
 
 
 # ------------------------------------------------------------------------------------------ settings, GANs
-def check_study_settings(settings: Mapping[str, Any]) -> None:
+def check_study_settings(settings: Mapping[str, Any], smallest_size: int = 1) -> None:
     """Check a utility study's settings before any work (its config's ``initialize``).
 
-    Rules by name: ``sizes...`` a list of distinct increasing integers >= 1; ``seeds`` a list of at least two
+    Rules by name: ``sizes...`` a list of distinct increasing integers >= ``smallest_size`` (ctstyle: 0, a
+    subset of the style slice alone); ``seeds`` a list of at least two
     distinct integers >= 0 (an interval needs two; issue 15 asks for three or more); ``..._share`` a number in
     [0, 1); ``..._px`` a number >= 0; ``...features`` six integers >= 1; every other setting an integer >= 1.
 
@@ -162,10 +163,10 @@ def check_study_settings(settings: Mapping[str, Any]) -> None:
             return BundleInputError(f"must be {rule}, got {value!r}", field=key, hint=hint)
 
         if key.startswith("sizes"):
-            ok = (isinstance(value, (list, tuple)) and value and all(_is_int(v, 1) for v in value)
+            ok = (isinstance(value, (list, tuple)) and value and all(_is_int(v, smallest_size) for v in value)
                   and all(a < b for a, b in zip(value, value[1:], strict=False)))
             if not ok:
-                raise bad("a list of increasing integers >= 1", f'pass --{key} "[2, 4]"')
+                raise bad(f"a list of increasing integers >= {smallest_size}", f'pass --{key} "[2, 4]"')
         elif key == "seeds":
             if not (isinstance(value, (list, tuple)) and len(set(value)) == len(value) >= 2
                     and all(_is_int(v, 0) for v in value)):
@@ -406,26 +407,26 @@ def read_utility_result(folder: str | Path | None) -> dict | None:
 # ------------------------------------------------------------------------------------------------- figure
 def plot_utility_curve(ax, result: Mapping) -> None:
     """Draw the utility curve on ``ax``: the measure (mean over seeds, 95 % interval as error bars) against the
-    real-data size, one line per arm (real: blue, real + synthetic: orange, synthetic only: green)."""
+    real-data size, one line per arm (real: blue, real + synthetic: orange, synthetic only: green). The sizes
+    stand evenly spaced, labelled with their value (ctstyle's start at 0, which a log axis cannot show)."""
     sizes = [int(s) for s in result["sizes"]]
     summary = result["summary"]
-    offsets = {"real": -0.04, "real+synthetic": 0.0, "synthetic": 0.04}
+    offsets = {"real": -0.06, "real+synthetic": 0.0, "synthetic": 0.06}
     for arm in ARMS:
         xs, ys, err = [], [], []
-        for size in sizes:
+        for position, size in enumerate(sizes):
             entry = summary[str(size)][arm]
             if entry["mean"] is None:
                 continue
             lo, hi = entry["ci95"] or (entry["mean"], entry["mean"])
-            xs.append(size * (1 + offsets[arm]))
+            xs.append(position + offsets[arm])
             ys.append(entry["mean"])
             err.append((entry["mean"] - lo, hi - entry["mean"]))
         if xs:
             e = np.asarray(err).T
             ax.errorbar(xs, ys, yerr=e, marker="o", capsize=3, color=_COLOURS[arm], label=arm)
-    ax.set_xscale("log")
-    ax.set_xticks(sizes, [str(s) for s in sizes])
-    ax.minorticks_off()
+    ax.set_xticks(range(len(sizes)), [str(s) for s in sizes])
+    ax.set_xlim(-0.5, len(sizes) - 0.5)
     ax.set_xlabel(f"real data ({result.get('size_unit', 'size')})", fontsize=8)
     ax.set_ylabel(result.get("measure", "value"), fontsize=8)
     ax.axhline(TARGETS["below"], color="grey", linewidth=0.8, linestyle=":")

@@ -6,10 +6,10 @@ records, into ``<utility_dir>/prepared`` (skipped when ``image_size`` is the pre
 each real-data size (``sizes``: training patients, nested per seed):
 
 1. the **real subset** = every slice of the chosen training patients + the style slice (the GAN sees the
-   style CT and its map, so the real-only arm gets that pair too);
+   style CT and its map, so the real-only arm gets that pair too); size 0 is the style slice alone;
 2. a ctstyle GAN is trained on the subset ONLY, through the bundle's ``train.json`` (in this process; the
-   subset's slices as ``train#dataset#data``, the dataset's style slice as style, ``gan_iterations``
-   iterations, its output folder inside the study);
+   subset's slices as ``train#dataset#data`` - at size 0 the style slice, its own content image - the
+   dataset's style slice as style, ``gan_iterations`` iterations, its output folder inside the study);
 3. synthetic pairs: each map of the subset, deformed ``synthetic_per_map`` times by
    :class:`bundles.transforms.labels.RandPerturbLabelBoundaries` (new anatomy), fed to the GAN with a new
    noise code -> (generated CT, deformed map);
@@ -165,7 +165,7 @@ def run_utility(
         dataset_dir: the prepared dataset (read only); its raw folder is prepared again at ``image_size``.
         utility_dir: a missing or empty folder, or an earlier output of this study (replaced).
         train_config, prepare_config: the bundle's train.json and prepare.json.
-        sizes: training patients per subset (ascending; nested per seed).
+        sizes: training patients per subset (ascending; nested per seed; 0: the style slice alone).
         seeds: one subset, GAN, synthetic set and network initialisation per seed (>= 3 for the issue).
         gan_iterations: every GAN's budget; gan_settings: further train.json overrides (network size for
             the study's image size, ``loss_size``, ...).
@@ -192,11 +192,12 @@ def run_utility(
             for size, chosen in subsets.items():
                 idx = [i for i, p in enumerate(patients) if p in chosen]
                 gan_wall, gan_cpu = time.perf_counter(), time.process_time()
-                overrides = gan_overrides([training[i] for i in idx], iterations=gan_iterations, seed=seed,
-                                          extra=gan_settings)
+                content = [training[i] for i in idx] or [datalist["style"]]  # size 0: the style slice alone
+                overrides = gan_overrides(content, iterations=gan_iterations, seed=seed, extra=gan_settings)
                 checkpoint = train_with_config(train_config, work / "gans" / f"p{size}_seed{seed}",
                                                {**overrides, "dataset_dir": str(study_dir), "device": str(device)})
                 gans.append({"size": size, "seed": seed, "checkpoint": str(checkpoint.relative_to(work)),
+                             "content_slices": [Path(e["image"]).name for e in content],
                              "wall_s": time.perf_counter() - gan_wall, "cpu_s": time.process_time() - gan_cpu})
                 real = (torch.cat([pool_x[idx], style_x]), torch.cat([pool_y[idx], style_y]))
                 synthetic = _synthesise(read_model(checkpoint), real[1], synthetic_per_map, seed,
@@ -229,7 +230,8 @@ def run_utility(
                 "image_size": int(image_size),
                 "study_dataset": str(study_dir),
                 "subsets": "per seed, a random order of the training patients; size k takes the first k (nested); "
-                           "every subset also holds the style slice (the GAN sees it)",
+                           "every subset also holds the style slice (the GAN sees it); size 0 is the style slice "
+                           "alone, which is then also the GAN's one content pair",
                 "test": "evaluation patients' slices + training patients outside the seed's largest subset",
                 "gan": {"iterations": gan_iterations, "train_config": str(train_config.relative_to(work)),
                         "settings": dict(gan_settings or {}), "data": "the subset only"},
