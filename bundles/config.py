@@ -66,6 +66,11 @@ def _fraction(value, key) -> None:
         raise BundleInputError(f"must be a number in [0, 1), got {value!r}", field=key, hint=f"pass --{key} 0.2, for example")
 
 
+def _probability(value, key) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 <= value <= 1:
+        raise BundleInputError(f"must be a probability in [0, 1], got {value!r}", field=key, hint=f"pass --{key} 0.5, for example")
+
+
 def _flag(value, key) -> None:
     as_flag(value, key)
 
@@ -126,6 +131,9 @@ CHECKS: dict[str, Callable[[object, str], None]] = {
     "validation_fraction": _fraction,
     "translation": _fraction,
     "cutout": _fraction,
+    "warp_prob": _probability,
+    "warp_magnitude": _fraction,
+    "warp_smoothness": _positive_number,
     "heldout_per_class": _integer(0),
     "image_size": _integer(8),
     "loss_size": _optional(_integer(8)),

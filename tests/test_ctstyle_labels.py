@@ -84,3 +84,27 @@ def test_perturbation_seeds():
     assert torch.equal(RandPerturbLabelBoundaries(magnitude_px=0.0)(m), m)
     with pytest.raises(BundleInputError):
         RandPerturbLabelBoundaries(max_gradient=1.5)
+
+
+def test_joint_warp_moves_the_image_with_its_map():
+    """A (CT, map) pair deformed jointly stays a pair: where the map's labels moved, the image moved with them."""
+    m = toy_map()
+    image = m.clone().float() / 230.0  # an "image" that shows the map's anatomy exactly
+    t = RandPerturbLabelBoundariesd("label", magnitude_px=5.0, smoothness_px=16.0, image_keys="image")
+    out = t.set_random_state(3)({"label": m, "image": image})
+    moved = np.asarray(out["label"][0] != m[0])
+    assert moved.mean() > 0.005
+    shown = np.asarray(out["image"][0]) * 230.0
+    nearest = np.asarray(LABEL_VALUES)[np.abs(shown[..., None] - np.asarray(LABEL_VALUES)).argmin(-1)]
+    # Where the labels moved, the warped image shows the new label, not the old one (bar interpolation at edges).
+    assert (nearest[moved] == np.asarray(out["label"][0])[moved]).mean() > 0.8
+    assert (nearest[moved] == np.asarray(m[0])[moved]).mean() < 0.2
+    assert out["image"].shape == image.shape and torch.equal(out["image"].affine, image.affine)
+    # A flat image stays flat (cubic interpolation, replicated border), and prob 0 changes neither.
+    flat = RandPerturbLabelBoundariesd("label", image_keys="image").set_random_state(3)(
+        {"label": m, "image": torch.full_like(image, 0.25)})
+    assert torch.allclose(flat["image"], torch.full_like(image, 0.25), atol=1e-6)
+    kept = RandPerturbLabelBoundariesd("label", prob=0.0, image_keys="image")({"label": m, "image": image})
+    assert torch.equal(kept["label"], m) and torch.equal(kept["image"], image)
+    with pytest.raises(KeyError):
+        RandPerturbLabelBoundariesd("label", image_keys="ct").set_random_state(3)({"label": m, "image": image})

@@ -202,6 +202,13 @@ def test_a_component_is_not_a_setting_and_is_never_the_suggestion_for_one():
     check_command_line(argv)
 
 
+def test_the_joint_warp_settings_are_checked_by_their_rules():
+    check_settings({"warp_prob": 1.0, "warp_magnitude": 0.05, "warp_smoothness": 0.125})
+    for key, bad in (("warp_prob", 1.5), ("warp_magnitude", 1.0), ("warp_smoothness", 0.0), ("warp_prob", True)):
+        error = user_error(check_settings, {key: bad})
+        assert error.field == key and repr(bad) in str(error)
+
+
 def test_every_config_checks_only_settings_it_has_rules_for():
     with pytest.raises(ValueError, match="no rule"):
         check_settings({"surprise": 1})

@@ -170,16 +170,12 @@ class RandPerturbLabelBoundaries(RandomizableTransform):
             self._field = smooth_displacement(shape, self.magnitude_px, self.smoothness_px, self.R, self.max_gradient)
 
     def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
-        if img.ndim != 3 or img.shape[0] != 1:
-            raise BundleInputError(
-                f"expected a (1, H, W) label map, got shape {tuple(img.shape)}", path=_source_path(img), field="label",
-                hint='pass a single 2D label map')
+        _check_single_slice(img, "label", "label map")
         if randomize:
             self.randomize(img.shape[1:])
         if self._field is None:
             return img
-        grid = np.meshgrid(*[np.arange(n) for n in img.shape[1:]], indexing="ij")
-        coords = np.stack(grid) + self._field
+        coords = self._coordinates(img.shape[1:])
         arr = np.asarray(img[0].detach().cpu())
         values = np.unique(arr)
         # Each label's indicator is warped with linear interpolation and every pixel takes the label of the
@@ -190,14 +186,44 @@ class RandPerturbLabelBoundaries(RandomizableTransform):
         out = torch.as_tensor(warped, dtype=img.dtype, device=img.device)[None]
         return _with_meta_of(out, img)
 
+    def warp_image(self, img: torch.Tensor) -> torch.Tensor:
+        """The (1, H, W) intensity image (the CT of the map) warped by the field of the last map: cubic
+        interpolation, border replicated, so that the pair (image, map) moves together. Unchanged when the last
+        call did not transform."""
+        _check_single_slice(img, "image", "image")
+        if self._field is None:
+            return img
+        arr = np.asarray(img[0].detach().cpu(), dtype=np.float64)
+        warped = ndimage.map_coordinates(arr, self._coordinates(img.shape[1:]), order=3, mode="nearest")
+        out = torch.as_tensor(warped, dtype=img.dtype, device=img.device)[None]
+        return _with_meta_of(out, img)
+
+    def _coordinates(self, shape: Sequence[int]) -> np.ndarray:
+        if self._field.shape[1:] != tuple(shape):
+            raise BundleInputError(f"an image of {tuple(shape)} px cannot take the field drawn for "
+                                   f"{self._field.shape[1:]} px", field="image",
+                                   hint="warp the image and its map of the same size together")
+        grid = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+        return np.stack(grid) + self._field
+
+
+def _check_single_slice(img: torch.Tensor, field: str, what: str) -> None:
+    if img.ndim != 3 or img.shape[0] != 1:
+        raise BundleInputError(f"expected a (1, H, W) {what}, got shape {tuple(img.shape)}", path=_source_path(img),
+                               field=field, hint="pass a single 2D slice")
+
 
 class RandPerturbLabelBoundariesd(RandomizableTransform, MapTransform):
-    """Dictionary twin of :class:`RandPerturbLabelBoundaries`; the same field for all ``keys``."""
+    """Dictionary twin of :class:`RandPerturbLabelBoundaries`: the same field for all label ``keys`` and for the
+    intensity images of ``image_keys`` (warped with :meth:`RandPerturbLabelBoundaries.warp_image`), so a (CT,
+    map) pair is deformed jointly into a new pair whose CT still shows the map's anatomy."""
 
     def __init__(self, keys: KeysCollection, magnitude_px: float = 6.0, smoothness_px: float = 24.0,
-                 prob: float = 1.0, max_gradient: float = 0.4, allow_missing_keys: bool = False):
+                 prob: float = 1.0, max_gradient: float = 0.4, image_keys: KeysCollection = (),
+                 allow_missing_keys: bool = False):
         MapTransform.__init__(self, keys, allow_missing_keys)
         RandomizableTransform.__init__(self, prob)
+        self.image_keys = (image_keys,) if isinstance(image_keys, str) else tuple(image_keys)
         self.transform = RandPerturbLabelBoundaries(magnitude_px, smoothness_px, 1.0, max_gradient)
 
     def set_random_state(self, seed: int | None = None, state: np.random.RandomState | None = None):
@@ -214,4 +240,9 @@ class RandPerturbLabelBoundariesd(RandomizableTransform, MapTransform):
         self.transform.randomize(d[first].shape[1:])
         for key in self.key_iterator(d):
             d[key] = self.transform(d[key], randomize=False)
+        for key in self.image_keys:
+            if key in d:
+                d[key] = self.transform.warp_image(d[key])
+            elif not self.allow_missing_keys:
+                raise KeyError(key)
         return d
