@@ -241,6 +241,13 @@ def test_evaluation_of_an_identity_generator_has_known_numbers(tiny, tmp_path):
     assert all(8 < r["diameter_mm"] < 28 for r in rows)  # radius 3-7 px of 1.875 mm
     assert all(np.isnan(r["generated_diameter_mm"]) for r in rows)  # the identity draws no nodule
     assert set(metrics["metrics"]) == {"kid", "precision", "memorisation_pixel"}
+    # the shared metrics judge outputs for held-out inputs only: held-out profiles x held-out backgrounds x noise
+    heldout = metrics["num_heldout_patients"]
+    generated = metrics["metrics"]["memorisation_pixel"]["n"]["generated"]
+    backgrounds = generated // (heldout * 2)
+    assert 0 < heldout < 9 and generated == heldout * backgrounds * 2 and 1 <= backgrounds <= 4
+    assert (f"the {heldout} held-out patients' gene profiles on {backgrounds} of their"
+            in metrics["shared_metric_sets"]["generated"])
     assert metrics["targets"]["holds"]["background_ssim"] and not metrics["targets"]["holds"]["nodule_fraction"]
     written = json.loads((tmp_path / "evaluation" / "metrics.json").read_text())
     assert written["metrics"]["kid"]["value"] == pytest.approx(metrics["metrics"]["kid"]["value"])

@@ -9,7 +9,11 @@ fixed noise draws (K x P x N outputs per model). Measured:
   since a generator that draws nothing scores a perfect Table 1;
 - realism that does not reward drawing nothing: classifier two-sample tests real vs generated, on 32 x 32 nodule
   patches (random-filter VGG features of the metric registry) and on the seven measured descriptors (AUC 0.5 =
-  indistinguishable), and the shared metrics of :mod:`bundles.evaluation.metrics` on the patches (``metrics``);
+  indistinguishable), and the shared metrics of :mod:`bundles.evaluation.metrics` on the patches (``metrics``),
+  whose generated set is drawn from held-out inputs only: the held-out patients' gene profiles on
+  ``num_backgrounds`` of the held-out patients' own backgrounds (x ``num_noise``), so that fidelity, diversity and
+  memorisation measure what the generator made for patients it never saw, not the training background a patch
+  carries or the training patient's nodule the consistency term asks for (issue 15);
 - do the nodules follow the genes: per profile, Spearman's rho between the generated nodules' mean diameter / mean
   HU and the patient's real ones (all, training and held-out patients, with bootstrap intervals); how much area
   and HU change when the gene profile is swapped vs when the noise is, and same- vs cross-phenotype swaps;
@@ -201,6 +205,25 @@ def load_subjects(datalist: dict) -> dict:
 def _scaled(images_hu: np.ndarray) -> torch.Tensor:
     """(N, S, S) HU -> (N, 1, S, S) in [-1, 1], a plain tensor (no MetaTensor bookkeeping in the networks)."""
     return ScaleHU()(torch.from_numpy(np.asarray(images_hu, np.float32))).as_subclass(torch.Tensor).float()[:, None]
+
+
+def _even_backgrounds(entries: list[dict], num_backgrounds: int) -> tuple[torch.Tensor, list]:
+    """``num_backgrounds`` entries evenly spaced over ``entries`` -> (K, 1, S, S) in [-1, 1] and their spacings."""
+    picks = np.unique(np.linspace(0, len(entries) - 1, num_backgrounds).round().astype(int))
+    images = [nib.load(entries[i]["image"]) for i in picks]
+    return (_scaled(np.stack([np.asarray(b.dataobj, np.float32).squeeze() for b in images])),
+            [_spacing(b.affine) for b in images])
+
+
+def _heldout_input_patches(generator, heldout_backgrounds: list[dict], num_backgrounds: int, heldout_genes: torch.Tensor,
+                           num_noise: int, seed: int, device) -> torch.Tensor:
+    """Nodule patches (K * P * N, 1, PATCH_SIZE, PATCH_SIZE) drawn for held-out inputs only: every held-out profile
+    on ``num_backgrounds`` held-out backgrounds with the evaluation's noise draws."""
+    backgrounds, _ = _even_backgrounds(heldout_backgrounds, num_backgrounds)
+    fakes = generate_grid(generator, backgrounds, heldout_genes, noise_draws(int(generator.noise_dim), num_noise, seed),
+                          device)
+    size = fakes["image"].shape[-2:]
+    return crop_patches(fakes["image"].reshape(-1, 1, *size), fakes["mask"].reshape(-1, 1, *size) > 0, PATCH_SIZE)
 
 
 def noise_draws(noise_dim: int, num_noise: int, seed: int) -> torch.Tensor:
@@ -601,28 +624,27 @@ def evaluate(
         logger.warning(notes[-1])
 
     all_backgrounds = usable_backgrounds(datalist["backgrounds"], background_max_centre_hu)
-    picks = np.unique(np.linspace(0, len(all_backgrounds) - 1, num_backgrounds).round().astype(int))
-    bg_images = [nib.load(all_backgrounds[i]["image"]) for i in picks]
-    backgrounds = _scaled(np.stack([np.asarray(b.dataobj, np.float32).squeeze() for b in bg_images]))
-    spacings = [_spacing(b.affine) for b in bg_images]
+    backgrounds, spacings = _even_backgrounds(all_backgrounds, num_backgrounds)
     genes = torch.from_numpy(subjects["genes"])
     splits = _split_masks(ids, subjects["training_ids"])
+    heldout_backgrounds = [b for b in all_backgrounds if b["patient_id"] not in subjects["training_ids"]]
+    if not splits["heldout"].any() or not heldout_backgrounds:
+        raise BundleInputError("the shared metrics need held-out patients with usable backgrounds, the dataset has "
+                               f"{int(splits['heldout'].sum())} held-out patient(s) and {len(heldout_backgrounds)} such "
+                               "background(s)", path=Path(dataset_dir) / "datalist.json", field="validation",
+                               hint="prepare the dataset with held-out (validation) patients")
     real_patches, real_training = _real_patches(subjects)
     real_desc = np.stack([s["descriptors"] for s in subjects["slices"]])
     real_fraction = _real_nodule_fraction(subjects, seed)
 
     report: dict = {"num_patients": len(ids), "num_training_patients": int(splits["training"].sum()),
-                    "num_heldout_patients": int(splits["heldout"].sum()), "num_backgrounds": len(picks),
+                    "num_heldout_patients": int(splits["heldout"].sum()), "num_backgrounds": len(backgrounds),
                     "num_noise_draws": int(num_noise), "models": {}, "notes": notes}
-    fakes, outs, fake_patches = {}, {}, {}
+    fakes, outs = {}, {}
     for name, generator in models.items():
         noise = noise_draws(int(generator.noise_dim), num_noise, seed)
         fakes[name] = generate_grid(generator, backgrounds, genes, noise, device)
         outs[name] = measure_outputs(fakes[name], spacings)
-        k, p, n = fakes[name]["image"].shape[:3]
-        fake_patches[name] = crop_patches(fakes[name]["image"].reshape(k * p * n, 1, *fakes[name]["image"].shape[-2:]),
-                                          fakes[name]["mask"].reshape(k * p * n, 1, *fakes[name]["mask"].shape[-2:]) > 0,
-                                          PATCH_SIZE)
         entry = {"table1": _table1(fakes[name], backgrounds, erosion),
                  "nodules": _fraction_ci(outs[name]["contains"], seed),
                  "realism": _realism(subjects, backgrounds, fakes[name], outs[name], seed),
@@ -662,7 +684,14 @@ def evaluate(
         "how": "per cluster, up to radiomics_per_cluster patients drawn with the evaluation seed; each patient's "
                "largest real nodule slice, and its first generated output that contains a nodule"}
 
-    sets = SampleSets(fake_patches["proposed"], real_patches[torch.from_numpy(real_training)],
+    heldout_inputs = _heldout_input_patches(models["proposed"], heldout_backgrounds, num_backgrounds,
+                                            genes[torch.from_numpy(splits["heldout"])], num_noise, seed, device)
+    report["shared_metric_sets"] = {
+        "generated": f"{len(heldout_inputs)} nodule patches drawn for the {int(splits['heldout'].sum())} held-out patients' "
+                     f"gene profiles on {min(num_backgrounds, len(heldout_backgrounds))} of their "
+                     f"{len(heldout_backgrounds)} usable backgrounds x {num_noise} noise draws",
+        "train": "the training patients' real nodule patches", "heldout": "the held-out patients' real nodule patches"}
+    sets = SampleSets(heldout_inputs, real_patches[torch.from_numpy(real_training)],
                       real_patches[torch.from_numpy(~real_training)])
     results = compute_metrics(list(metrics), sets, seed=seed, num_bootstrap=num_bootstrap, options=metric_options)
     report["targets"] = {"thresholds": TARGETS, "holds": _check_targets(report, phenotypes is not None)}
