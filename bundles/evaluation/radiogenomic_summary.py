@@ -72,7 +72,7 @@ def summary_lines(report: dict, results: dict) -> list[str]:
     if results:
         parts = [f"{k} {_fmt(v['value'], 3)} (ref {_fmt((v.get('reference') or {}).get('value'), 3)})"
                  for k, v in results.items()]
-        lines.append("nodule patches: " + "; ".join(parts[:5]))
+        lines.append("nodule patches for held-out patients' inputs: " + "; ".join(parts[:5]))
         if len(parts) > 5:
             lines.append("   " + "; ".join(parts[5:]))
     holds = report.get("targets", {}).get("holds", {})
