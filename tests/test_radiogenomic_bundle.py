@@ -259,6 +259,28 @@ def test_evaluation_of_an_identity_generator_has_known_numbers(tiny, tmp_path):
     assert orange_pixels(tmp_path / "evaluation" / "summary.png") > 30  # the utility curve (one model: no orange dots)
 
 
+def test_evaluation_without_heldout_patients_is_one_error_naming_the_datalist(tiny, tmp_path):
+    """The shared metrics judge outputs for held-out inputs: a dataset without held-out patients is refused
+    before anything is written, and the dataset is left as it was."""
+    import shutil
+
+    from bundles.workflows.radiogenomic_evaluation import evaluate
+
+    dataset = tmp_path / "dataset"
+    shutil.copytree(tiny["dataset"], dataset)
+    datalist = json.loads((dataset / "datalist.json").read_text())
+    datalist["training"] += datalist["validation"]
+    datalist["validation"] = []
+    (dataset / "datalist.json").write_text(json.dumps(datalist))
+    before = tree_hash(dataset)
+    with pytest.raises(BundleInputError) as err:
+        evaluate(_wrapped(IdentityGenerator()), dataset, tmp_path / "evaluation",
+                 truth_csv=tiny["raw"] / "phenotypes.csv", **FAST)
+    assert err.value.field == "validation" and "0 held-out patient(s)" in str(err.value)
+    assert str(dataset / "datalist.json") in str(err.value)
+    assert not (tmp_path / "evaluation").exists() and tree_hash(dataset) == before
+
+
 @pytest.mark.slow
 def test_evaluation_of_a_generator_that_follows_its_genes(tmp_path):
     """Disks whose radius and HU come from the genes: Spearman 1 against the tiny cohort's real nodules, gene swaps
