@@ -100,7 +100,7 @@ def test_joint_warp_moves_the_image_with_its_map():
     assert (nearest[moved] == np.asarray(out["label"][0])[moved]).mean() > 0.8
     assert (nearest[moved] == np.asarray(m[0])[moved]).mean() < 0.2
     assert out["image"].shape == image.shape and torch.equal(out["image"].affine, image.affine)
-    # A flat image stays flat (cubic interpolation, replicated border), and prob 0 changes neither.
+    # A flat image stays flat (bicubic interpolation, replicated border), and prob 0 changes neither.
     flat = RandPerturbLabelBoundariesd("label", image_keys="image").set_random_state(3)(
         {"label": m, "image": torch.full_like(image, 0.25)})
     assert torch.allclose(flat["image"], torch.full_like(image, 0.25), atol=1e-6)

@@ -166,12 +166,14 @@ class RandPerturbLabelBoundaries(RandomizableTransform):
         self.smoothness_px = float(smoothness_px)
         self.max_gradient = float(max_gradient)
         self._field: np.ndarray | None = None
+        self._grid: torch.Tensor | None = None
 
     def randomize(self, shape: Sequence[int]) -> None:
         super().randomize(None)
-        self._field = None
+        self._field, self._grid = None, None
         if self._do_transform:
             self._field = smooth_displacement(shape, self.magnitude_px, self.smoothness_px, self.R, self.max_gradient)
+            self._grid = _sampling_grid(self._field)
 
     def __call__(self, img: torch.Tensor, randomize: bool = True) -> torch.Tensor:
         _check_single_slice(img, "label", "label map")
@@ -204,11 +206,17 @@ class RandPerturbLabelBoundaries(RandomizableTransform):
         if self._field.shape[1:] != shape:
             raise BundleInputError(f"an image of {shape} px cannot take the field drawn for {self._field.shape[1:]} px",
                                    field="image", hint="warp the image and its map of the same size together")
-        rows, cols = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
-        # grid_sample takes (x, y) = (column, row) scaled to [-1, 1] (align_corners: -1 and 1 are the edge pixels)
-        grid = np.stack([(cols + self._field[1]) / max(shape[1] - 1, 1), (rows + self._field[0]) / max(shape[0] - 1, 1)], -1)
-        grid = torch.from_numpy((grid * 2 - 1).astype(np.float32))[None]
-        return torch.nn.functional.grid_sample(stack[None], grid, mode=mode, padding_mode="border", align_corners=True)[0]
+        return torch.nn.functional.grid_sample(stack[None], self._grid, mode=mode, padding_mode="border",
+                                               align_corners=True)[0]
+
+
+def _sampling_grid(field: np.ndarray) -> torch.Tensor:
+    """The (1, H, W, 2) ``grid_sample`` grid of x + u(x) for a (2, H, W) pixel displacement (rows, columns):
+    (x, y) = (column, row) scaled to [-1, 1], -1 and 1 being the edge pixels (align_corners)."""
+    shape = field.shape[1:]
+    rows, cols = np.meshgrid(*[np.arange(n) for n in shape], indexing="ij")
+    grid = np.stack([(cols + field[1]) / max(shape[1] - 1, 1), (rows + field[0]) / max(shape[0] - 1, 1)], -1)
+    return torch.from_numpy((grid * 2 - 1).astype(np.float32))[None]
 
 
 def _check_single_slice(img: torch.Tensor, field: str, what: str) -> None:
