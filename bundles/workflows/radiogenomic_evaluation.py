@@ -216,14 +216,15 @@ def _even_backgrounds(entries: list[dict], num_backgrounds: int) -> tuple[torch.
 
 
 def _heldout_input_patches(generator, heldout_backgrounds: list[dict], num_backgrounds: int, heldout_genes: torch.Tensor,
-                           num_noise: int, seed: int, device) -> torch.Tensor:
+                           num_noise: int, seed: int, device) -> tuple[torch.Tensor, int]:
     """Nodule patches (K * P * N, 1, PATCH_SIZE, PATCH_SIZE) drawn for held-out inputs only: every held-out profile
-    on ``num_backgrounds`` held-out backgrounds with the evaluation's noise draws."""
+    on ``num_backgrounds`` held-out backgrounds with the evaluation's noise draws; and K, the backgrounds used."""
     backgrounds, _ = _even_backgrounds(heldout_backgrounds, num_backgrounds)
     fakes = generate_grid(generator, backgrounds, heldout_genes, noise_draws(int(generator.noise_dim), num_noise, seed),
                           device)
     size = fakes["image"].shape[-2:]
-    return crop_patches(fakes["image"].reshape(-1, 1, *size), fakes["mask"].reshape(-1, 1, *size) > 0, PATCH_SIZE)
+    patches = crop_patches(fakes["image"].reshape(-1, 1, *size), fakes["mask"].reshape(-1, 1, *size) > 0, PATCH_SIZE)
+    return patches, len(backgrounds)
 
 
 def noise_draws(noise_dim: int, num_noise: int, seed: int) -> torch.Tensor:
@@ -684,11 +685,12 @@ def evaluate(
         "how": "per cluster, up to radiomics_per_cluster patients drawn with the evaluation seed; each patient's "
                "largest real nodule slice, and its first generated output that contains a nodule"}
 
-    heldout_inputs = _heldout_input_patches(models["proposed"], heldout_backgrounds, num_backgrounds,
-                                            genes[torch.from_numpy(splits["heldout"])], num_noise, seed, device)
+    heldout_inputs, used_backgrounds = _heldout_input_patches(
+        models["proposed"], heldout_backgrounds, num_backgrounds, genes[torch.from_numpy(splits["heldout"])], num_noise,
+        seed, device)
     report["shared_metric_sets"] = {
         "generated": f"{len(heldout_inputs)} nodule patches drawn for the {int(splits['heldout'].sum())} held-out patients' "
-                     f"gene profiles on {min(num_backgrounds, len(heldout_backgrounds))} of their "
+                     f"gene profiles on {used_backgrounds} of their "
                      f"{len(heldout_backgrounds)} usable backgrounds x {num_noise} noise draws",
         "train": "the training patients' real nodule patches", "heldout": "the held-out patients' real nodule patches"}
     sets = SampleSets(heldout_inputs, real_patches[torch.from_numpy(real_training)],
