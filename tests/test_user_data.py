@@ -95,6 +95,18 @@ def test_a_folder_of_the_user_s_files_is_never_used_as_dataset_dir(ctseg_raw, tm
     assert tree_hash(foreign) == before
 
 
+@pytest.mark.parametrize("damage", ["not gzip", "truncated"])
+def test_a_damaged_nifti_slice_is_one_error_naming_it_and_nothing_is_written(ctseg_raw, tmp_path, damage):
+    raw = tmp_path / "raw"
+    shutil.copytree(ctseg_raw, raw)
+    ct = sorted(raw.glob("*/ct_s*.nii.gz"))[1]
+    ct.write_bytes(b"not a NIfTI file" if damage == "not gzip" else ct.read_bytes()[: ct.stat().st_size // 2])
+    before = tree_hash(raw)
+    error = user_error(prepare_case, CTSTYLE, raw, tmp_path / "prepared")
+    assert Path(error.path) == ct and error.field == "image" and "not a readable NIfTI file" in str(error)
+    assert tree_hash(raw) == before and not (tmp_path / "prepared").exists()
+
+
 def test_an_empty_folder_is_prepared_and_its_own_dataset_replaced_only_with_overwrite(ctseg_raw, tmp_path):
     dataset = tmp_path / "prepared"
     dataset.mkdir()

@@ -6,12 +6,12 @@ import logging
 import re
 from pathlib import Path
 
-import nibabel as nib
 import numpy as np
 import pydicom
 
 from bundles.errors import BundleInputError
 from bundles.io.genes import read_gene_table
+from bundles.io.nifti import read_nifti
 
 logger = logging.getLogger(__name__)
 
@@ -124,7 +124,7 @@ def nsclc_datalist(raw_dir, genes_path=None) -> tuple[list[dict], list[dict]]:
 
 def check_label_map(path, allowed=CTSEG_LABELS) -> np.ndarray:
     """Load a label map and refuse values outside ``allowed``; returns its values as uint8."""
-    values = np.asanyarray(nib.load(str(path)).dataobj)
+    values, _ = read_nifti(path, "label")
     unknown = sorted(set(np.unique(values).tolist()) - set(allowed))
     if unknown:
         raise BundleInputError(
@@ -160,7 +160,7 @@ def ctseg_datalist(root) -> list[dict]:
             raise BundleInputError("slice without its partner (ct_sNNN / label_sNNN)", path=alone,
                                    hint="every CT slice needs a label map of the same number, and the reverse")
         for key in sorted(cts):
-            ct_shape = nib.load(str(cts[key])).shape
+            ct_shape = read_nifti(cts[key], "image")[0].shape
             label_shape = check_label_map(labels[key]).shape
             if ct_shape != label_shape:
                 raise BundleInputError(f"label map {label_shape} and CT {ct_shape} differ in size",

@@ -20,6 +20,7 @@ from bundles.engines.ctstyle import map_to_display
 from bundles.errors import BundleInputError
 from bundles.figures import save_image_grid
 from bundles.fileio import atomic_dir, atomic_path, atomic_write_text, written_by
+from bundles.io.nifti import read_nifti
 from bundles.io.synthetic_dicom import SyntheticProvenance, write_synthetic_ct_labels
 from bundles.models import Model
 from bundles.runs import RUN_INFO, run_info, write_run_info
@@ -59,21 +60,13 @@ def example_inputs(model: Model) -> tuple[torch.Tensor, torch.Tensor]:
 
 def _read_2d(path: str | Path, field: str) -> tuple[np.ndarray, np.ndarray]:
     """(array (X, Y) float32, 4x4 affine) of a 2D NIfTI (a trailing singleton axis is dropped)."""
-    path = Path(path)
-    if not path.is_file():
-        raise BundleInputError("file not found", path=path, field=field, hint='check the path')
-    try:
-        img = nib.load(str(path))
-        arr = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as exc:  # nibabel raises several types for unreadable files
-        raise BundleInputError(f"not a readable NIfTI file ({exc})", path=path, field=field,
-                               hint='pass an intact .nii.gz file') from exc
+    arr, affine = read_nifti(path, field)
     if arr.ndim == 3 and arr.shape[2] == 1:
         arr = arr[:, :, 0]
     if arr.ndim != 2:
         raise BundleInputError(f"expected a 2D slice, got shape {arr.shape}", path=path, field=field,
                                hint='pass one 2D NIfTI slice')
-    return arr, img.affine
+    return arr, affine
 
 
 def load_map(path: str | Path) -> tuple[torch.Tensor, np.ndarray]:

@@ -36,6 +36,7 @@ from bundles.errors import BundleInputError
 from bundles.figures import save_image_grid
 from bundles.fileio import atomic_dir, atomic_path, atomic_write_text, written_by
 from bundles.io.genes import read_gene_table
+from bundles.io.nifti import read_nifti
 from bundles.io.synthetic_dicom import SyntheticProvenance, write_synthetic_ct_nodule
 from bundles.models import Model
 from bundles.runs import RUN_INFO, run_info, write_run_info
@@ -79,15 +80,7 @@ def load_background(path: str | os.PathLike, image_size: int) -> tuple[torch.Ten
     if not path.name.endswith((".nii", ".nii.gz")):
         raise BundleInputError("a background must be a 2D NIfTI slice in HU", path=path, field="backgrounds",
                                hint="use the prepared backgrounds (datalist 'backgrounds') or save your slice as .nii.gz")
-    if not path.is_file():
-        raise BundleInputError("background slice not found", path=path, field="backgrounds",
-                               hint="check the paths given in --backgrounds")
-    try:
-        img = nib.load(str(path))
-        data = np.asarray(img.dataobj, dtype=np.float32)
-    except Exception as err:  # nibabel raises several types for damaged files
-        raise BundleInputError(f"cannot read the NIfTI file ({err})", path=path, field="backgrounds",
-                               hint="pass an intact .nii.gz slice") from err
+    data, affine = read_nifti(path, "backgrounds")
     plane = np.squeeze(data)
     if plane.ndim != 2 or plane.shape != (image_size, image_size):
         raise BundleInputError(
@@ -105,7 +98,7 @@ def load_background(path: str | os.PathLike, image_size: int) -> tuple[torch.Ten
             path=path, field="backgrounds", hint="pass CT slices in Hounsfield units, not normalised images",
         )
     scaled = ScaleHU()(torch.from_numpy(plane)).as_subclass(torch.Tensor)
-    return scaled.float()[None, None], np.asarray(img.affine, dtype=np.float64)
+    return scaled.float()[None, None], np.asarray(affine, dtype=np.float64)
 
 
 def _load_npy_profile(path: Path, num_genes: int) -> np.ndarray:
