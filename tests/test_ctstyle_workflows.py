@@ -146,6 +146,35 @@ def test_resegmentation_dice_and_seed_diversity():
     assert seed_diversity(torch.cat([x, torch.rand(2, 1, 32, 32) * 2 - 1])) < 0.2  # independent noise: about 0
 
 
+def _toy_cohort(num: int, noise: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``num`` (CT in [-1, 1], one-hot map) pairs: toy maps shifted per patient, each organ at one fixed value,
+    plus white noise of SD ``noise`` (patient detail the map does not fix)."""
+    maps = torch.stack([torch.roll(toy_map(32).as_tensor(), (i % 5 - 2, i // 5 - 2), dims=(1, 2)) for i in range(num)])
+    onehots = torch.cat([LabelToOneHot()(m)[None] for m in maps])
+    value_of_organ = torch.tensor([-1.0, -0.1, -0.7, 0.0, 0.5, 0.05])
+    cts = (onehots * value_of_organ[None, :, None, None]).sum(1, keepdim=True)
+    return (cts + noise * torch.randn(cts.shape, generator=torch.Generator().manual_seed(seed))).clamp(-1, 1), onehots
+
+
+def test_the_conditional_mean_null_of_the_memorisation_ratio():
+    from bundles.evaluation.metrics import SampleSets
+    from bundles.evaluation.style_metrics import paint_organ_means
+    from bundles.workflows.ctstyle_evaluation import memorisation_null
+
+    train_cts, train_maps = _toy_cohort(12, 0.0, seed=0)
+    held_cts, held_maps = _toy_cohort(20, 0.0, seed=1)
+    held_cts, held_maps = held_cts[12:], held_maps[12:]  # other shifts than the training patients'
+    torch.testing.assert_close(paint_organ_means(train_cts, train_maps, held_maps), held_cts)  # nothing unfixed
+    sets = SampleSets(held_cts, train_cts, held_cts)
+    assert memorisation_null(sets, train_maps, held_maps, seed=0, num_bootstrap=20)["value"] == pytest.approx(1.0)
+    # with patient detail the maps do not fix, the painted means copy nothing and still sit nearer the training set
+    noisy_train, _ = _toy_cohort(12, 0.2, seed=2)
+    noisy_held, _ = _toy_cohort(20, 0.2, seed=3)
+    null = memorisation_null(SampleSets(noisy_held[12:], noisy_train, noisy_held[12:]), train_maps, held_maps,
+                             seed=0, num_bootstrap=20)
+    assert null["value"] < 0.9 and "copies nothing" in null["what"]  # 0.86
+
+
 @pytest.mark.slow
 def test_preparation_training_export_inference_and_evaluation_from_the_configs(tmp_path):
     from bundles.export import export_model
@@ -189,6 +218,7 @@ def test_preparation_training_export_inference_and_evaluation_from_the_configs(t
     # generated from the 2 held-out maps x 2 seeds; train: 40 training CTs + the style CT; held-out: CT-003's 20
     assert result["metrics"]["memorisation_pixel"]["n"] == {"generated": 4, "train": 41, "heldout": 20}
     assert set(result["passed"]) == {"gram_reduction", "dice", "seed_ms_ssim", "memorisation_with_precision"}
+    assert 0.0 < result["memorisation_null"]["value"] and len(result["memorisation_null"]["ci95"]) == 2
     assert 0.0 < result["summary"]["seed_ms_ssim"] <= 1.0
     for name in ("examples.png", "gram_distances.png", "organ_hu.png", "resegmentation.png", "closest_pixel.png"):
         assert plt.imread(out / name).ndim == 3

@@ -50,6 +50,25 @@ def organ_gram_distances(
     return np.where(present.cpu().numpy(), d, np.nan)
 
 
+def paint_organ_means(images: torch.Tensor, onehots: torch.Tensor, target_onehots: torch.Tensor) -> torch.Tensor:
+    """A renderer that copies nothing: each organ of ``target_onehots`` painted with its mean over ``images``.
+
+    The null of the memorisation ratio for a map-conditioned generator: it draws only what the labels fix (the
+    training set's typical value per organ), so it cannot reproduce any training CT, yet it sits nearer the
+    training set than a real CT, whose own patient detail the labels do not fix (the conditional mean).
+
+    Args:
+        images: (N, 1, H, W) real images (any intensity unit); onehots: (N, S, H, W) their one-hot maps.
+        target_onehots: (M, S, H', W') the maps to paint.
+
+    Returns:
+        (M, 1, H', W') in the unit of ``images``; an organ absent from every image gets the images' overall mean.
+    """
+    counts = onehots.sum(dim=(0, 2, 3))
+    means = torch.where(counts > 0, (images * onehots).sum(dim=(0, 2, 3)) / counts.clamp_min(1), images.mean())
+    return (target_onehots * means[None, :, None, None]).sum(dim=1, keepdim=True)
+
+
 def organ_mean_hu(hu: np.ndarray, label_map: np.ndarray, values: Sequence[int] = LABEL_VALUES) -> np.ndarray:
     """(S,) mean HU of each organ of ``label_map`` (same shape as ``hu``); NaN for an absent organ."""
     return np.array([hu[label_map == v].mean() if (label_map == v).any() else np.nan for v in values])

@@ -10,7 +10,9 @@ a CT; then:
   made, not what it copied from its input: a generator that returns a training CT whatever the map gets a
   memorisation ratio below 1. The sets carry no conditions (a map has one real CT, so there is no real
   per-map diversity to compare with): ``ms_ssim_diversity`` is the diversity of all generated CTs beside
-  that of all real ones;
+  that of all real ones. Beside the pixel memorisation ratio stands its conditional-mean null
+  (``memorisation_null``: the ratio of the training CTs' organ means painted on the held-out maps, a renderer
+  that copies nothing but draws no patient detail either);
 - style: per-organ Gram distance (eq. 6 terms on the VGG features) of the generated CT to the style image,
   against the content image's (the real CT of that map) own distance; ``gram_reduction`` = mean over
   organs of 1 - d_generated / d_content (target >= 0.30);
@@ -59,6 +61,7 @@ from bundles.evaluation.style_metrics import (
     organ_gram_distances,
     organ_hu_range,
     organ_mean_hu,
+    paint_organ_means,
     threshold_resegmentation,
 )
 from bundles.evaluation.utility import numbers_panel, read_utility_result
@@ -69,7 +72,7 @@ from bundles.networks.vgg import VGG19Features
 from bundles.runs import RUN_INFO, run_info, write_run_info
 from bundles.transforms.intensity import hu_from_scaled
 from bundles.transforms.labels import LABEL_VALUES, SEGMENT_NAMES
-from bundles.workflows.ctstyle_inference import generate, load_ct, load_slice_pair
+from bundles.workflows.ctstyle_inference import generate, load_slice_pair
 from bundles.workflows.ctstyle_prepare import load_datalist
 
 __all__ = ["evaluate", "TARGETS"]
@@ -177,8 +180,14 @@ def evaluate(
                                      air_below_hu, bone_above_hu))
         fakes_all.append(fakes)
         examples.append((entry, content, onehot, fakes))
-    sets = SampleSets(torch.cat(fakes_all), _real_cts(split["training"], style), _real_cts(heldout))
+    train_cts, train_maps = _real_pairs(split["training"], (style, style_onehot))
+    sets = SampleSets(torch.cat(fakes_all), train_cts, _real_pairs(heldout)[0])
     results = compute_metrics(metrics, sets, seed=metric_seed, num_bootstrap=num_bootstrap, options=metric_options)
+    null = None
+    if "memorisation_pixel" in results:
+        null = memorisation_null(sets, train_maps, torch.cat([onehot for _, _, onehot, _ in examples]),
+                                 seed=metric_seed, num_bootstrap=num_bootstrap,
+                                 options=(metric_options or {}).get("memorisation_pixel"))
     summary = _summary(per_map, num_bootstrap, metric_seed)
     extra = {
         "bundle": "ctstyle",
@@ -193,6 +202,7 @@ def evaluate(
         "style_hu_range_p5_p95": dict(zip(SEGMENT_NAMES, per_map[0]["style_hu_range"], strict=True)),
         "thresholds_hu": {"air_below": air_below_hu, "bone_above": bone_above_hu}, "loss_size": loss_size,
         "vgg_pretrained": bool(vgg.pretrained),
+        "memorisation_null": null,
         "summary": summary, "targets": TARGETS, "passed": _passed(summary, results),
         "per_map": [{k: v for k, v in m.items() if k != "style_hu_range"} for m in per_map],
     }
@@ -212,9 +222,33 @@ def evaluate(
     return written
 
 
-def _real_cts(entries: Sequence[dict], *extra: torch.Tensor) -> torch.Tensor:
-    """(n, 1, H, W) real CTs in [-1, 1] of datalist entries, followed by ``extra`` (1, 1, H, W) images."""
-    return torch.cat([load_ct(e["image"])[0][None] for e in entries] + list(extra))
+def _real_pairs(entries: Sequence[dict], *extra: tuple[torch.Tensor, torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Real CTs (n, 1, H, W) in [-1, 1] and their one-hot maps (n, 6, H, W) of datalist entries, followed by
+    ``extra`` (CT, one-hot map) pairs."""
+    pairs = [load_slice_pair(e["image"], e["label"]) for e in entries] + list(extra)
+    return torch.cat([ct for ct, _ in pairs]), torch.cat([onehot for _, onehot in pairs])
+
+
+def memorisation_null(sets: SampleSets, train_maps: torch.Tensor, generated_maps: torch.Tensor, *, seed: int,
+                      num_bootstrap: int, options: dict | None = None) -> dict:
+    """The pixel memorisation ratio a renderer that copies nothing reads on the same training and held-out CTs.
+
+    The renderer paints each organ of the held-out maps (``generated_maps`` (M, 6, H, W), one image per map) with
+    its mean over the training CTs (:func:`bundles.evaluation.style_metrics.paint_organ_means`; ``train_maps``
+    (N, 6, H, W) are the maps of ``sets.train``). A generator whose ratio is near this null draws what the labels
+    fix as the training set shows it on average; only a ratio above it says that the generator draws patient
+    detail of its own.
+
+    Returns:
+        ``{"value", "ci95", "what"}``.
+    """
+    painted = paint_organ_means(sets.train, train_maps, generated_maps).clamp(-1.0, 1.0)
+    result = compute_metrics(["memorisation_pixel"], SampleSets(painted, sets.train, sets.heldout), seed=seed,
+                             num_bootstrap=num_bootstrap,
+                             options={"memorisation_pixel": options} if options else None)["memorisation_pixel"]
+    return {"value": result["value"], "ci95": result["ci95"],
+            "what": "pixel memorisation ratio of a renderer that copies nothing: each organ of the held-out maps "
+                    "painted with its mean over the training CTs (the conditional-mean null)"}
 
 
 def _map_measures(entry, content, onehot, fakes, vgg, style_pair, loss_size, air_below_hu, bone_above_hu) -> dict:
@@ -368,6 +402,10 @@ def _save_summary(path: Path, examples, results: dict, extra: dict, utility: dic
              f"dice_mean {_num(s['dice_mean'])}{_ci(s['dice_mean_ci']['ci95'])} (target >= 0.80)",
              f"seed_ms_ssim {_num(s['seed_ms_ssim'])}{_ci(s['seed_ms_ssim_ci']['ci95'])} (target < 0.99)"]
     lines += [format_result(name, r) for name, r in results.items()]
+    if extra["memorisation_null"] is not None:
+        null = extra["memorisation_null"]
+        lines.append(f"memorisation_pixel of organ means painted on the maps (copies nothing): {_num(null['value'])}"
+                     f"{_ci(null['ci95'])}")
     lines.append("passed: " + ", ".join(f"{k} {'yes' if v else 'NO'}" for k, v in extra["passed"].items()))
     numbers_panel(fig, grid[:, cols], lines, utility)
     fig.suptitle("ctstyle: CTs generated from held-out maps beside the real CTs; main numbers (95 % CI, ref = real)",
