@@ -64,6 +64,17 @@ def test_nsclc_non_dicom_file_named(nsclc, tmp_path):
     assert err.value.path == str(series / "0-000.txt")
 
 
+def test_nsclc_a_truncated_seg_is_named_in_the_skip_reason(nsclc, tmp_path):
+    raw = tmp_path / "raw"
+    shutil.copytree(nsclc, raw)
+    seg = next(raw.glob("R01-002/*/1000.000000-*/1-1.dcm"))
+    seg.write_bytes(seg.read_bytes()[:500])  # the header stops before Modality: not SEG, not CT
+    entries, skipped = nsclc_datalist(raw)
+    assert "R01-002" not in [e["patient_id"] for e in entries]
+    (reason,) = [s["reason"] for s in skipped if s["patient_id"] == "R01-002"]
+    assert str(seg) in reason and "truncated" in reason
+
+
 @pytest.fixture(scope="module")
 def ctseg(tmp_path_factory):
     return write_ctseg_cohort(tmp_path_factory.mktemp("ctseg") / "raw", subjects=2, slices_per_subject=2, size=32)

@@ -30,10 +30,12 @@ def _first_header(series_dir: Path) -> tuple[Path, pydicom.Dataset] | None:
                                field="File Meta Information", hint="remove non-DICOM files from the tree") from err
 
 
-def _patient_series(patient_dir: Path) -> tuple[dict[str, Path], list[tuple[Path, pydicom.Dataset]]]:
-    """CT series folders by SeriesInstanceUID, and the SEG files (path, header), below one patient folder."""
+def _patient_series(patient_dir: Path) -> tuple[dict[str, Path], list[tuple[Path, pydicom.Dataset]], list[Path]]:
+    """CT series folders by SeriesInstanceUID, the SEG files (path, header), and the first files whose header
+    ends before its Modality (truncated), below one patient folder."""
     cts: dict[str, Path] = {}
     segs: list[tuple[Path, pydicom.Dataset]] = []
+    truncated: list[Path] = []
     for series_dir in sorted(p for p in patient_dir.glob("*/*") if p.is_dir()):
         first = _first_header(series_dir)
         if first is None:
@@ -44,7 +46,9 @@ def _patient_series(patient_dir: Path) -> tuple[dict[str, Path], list[tuple[Path
             cts[str(header.get("SeriesInstanceUID", ""))] = series_dir
         elif modality == "SEG":
             segs.append((path, header))
-    return cts, segs
+        elif "Modality" not in header:
+            truncated.append(path)
+    return cts, segs, truncated
 
 
 def nsclc_datalist(raw_dir, genes_path=None) -> tuple[list[dict], list[dict]]:
@@ -77,8 +81,10 @@ def nsclc_datalist(raw_dir, genes_path=None) -> tuple[list[dict], list[dict]]:
     patients = sorted(p for p in raw_dir.iterdir() if p.is_dir() and not p.name.startswith("."))
     for patient_dir in patients:
         pid = patient_dir.name
-        cts, segs = _patient_series(patient_dir)
+        cts, segs, truncated = _patient_series(patient_dir)
         reasons = []
+        damaged = [f"{path}: a DICOM header without Modality (a truncated file?), copy that series again"
+                   for path in truncated]
         if gene_ids is not None and pid not in gene_ids:
             lacking["genes"].append(pid)
             reasons.append(f"no column in the gene table {genes_path}")
@@ -88,7 +94,7 @@ def nsclc_datalist(raw_dir, genes_path=None) -> tuple[list[dict], list[dict]]:
             if not cts:
                 lacking["image"].append(pid)
                 reasons.append("no CT series")
-            skipped.append({"patient_id": pid, "reason": "; ".join(reasons)})
+            skipped.append({"patient_id": pid, "reason": "; ".join(reasons + damaged)})
             continue
         seg_path, seg = segs[0]
         if len(segs) > 1:
@@ -101,7 +107,7 @@ def nsclc_datalist(raw_dir, genes_path=None) -> tuple[list[dict], list[dict]]:
             lacking["image"].append(pid)
             reasons.append(f"no CT series that the SEG {seg_path.name} references")
         if reasons:
-            skipped.append({"patient_id": pid, "reason": "; ".join(reasons)})
+            skipped.append({"patient_id": pid, "reason": "; ".join(reasons + damaged)})
             continue
         entries.append({"patient_id": pid, "image": str(image), "seg": str(seg_path)})
 
