@@ -149,8 +149,9 @@ def ctseg_datalist(root) -> list[dict]:
         ``[{"patient_id", "image": ct path, "label": label path}]`` sorted by patient and slice (absolute paths).
 
     Raises:
-        BundleInputError: no such folder, no pair, a CT without its label map (or the reverse), a size mismatch,
-            or a label value outside {0, 50, 100, 150, 200, 230} (file and value named).
+        BundleInputError: no such folder, no pair, a CT without its label map (or the reverse), a slice nibabel
+            cannot read (every voxel is decoded here, so a truncated file is found before anything is written),
+            a size mismatch, or a label value outside {0, 50, 100, 150, 200, 230} (file and value named).
     """
     root = Path(root).resolve()
     if not root.is_dir():

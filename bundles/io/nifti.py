@@ -10,8 +10,8 @@ import numpy as np
 from bundles.errors import BundleInputError
 
 
-def read_nifti(path: str | Path, field: str, dtype=np.float32) -> tuple[np.ndarray, np.ndarray]:
-    """(voxel array as ``dtype``, 4x4 affine) of a NIfTI file, every voxel decoded.
+def read_nifti(path: str | Path, field: str) -> tuple[np.ndarray, np.ndarray]:
+    """(voxel array as float32, 4x4 affine) of a NIfTI file, every voxel decoded.
 
     Raises:
         BundleInputError: a missing file, or one nibabel cannot read (not NIfTI, truncated or corrupt gzip),
@@ -22,7 +22,7 @@ def read_nifti(path: str | Path, field: str, dtype=np.float32) -> tuple[np.ndarr
         raise BundleInputError("file not found", path=path, field=field, hint="check the path")
     try:
         image = nib.load(str(path))
-        return np.asarray(image.dataobj, dtype=dtype), image.affine
+        return np.asarray(image.dataobj, dtype=np.float32), image.affine
     except Exception as err:  # nibabel raises ImageFileError, OSError, EOFError, zlib.error, ...
         raise BundleInputError(f"not a readable NIfTI file ({type(err).__name__}: {err})", path=path, field=field,
                                hint="re-export it as an intact .nii.gz file") from err
