@@ -6,7 +6,13 @@
 import pytest
 import torch
 
-from bundles.evaluation.classifier import conditional_accuracy, predict, train_classifier
+from bundles.evaluation.classifier import (
+    ImageClassifier,
+    conditional_accuracy,
+    predict,
+    recalibrate_batchnorm,
+    train_classifier,
+)
 from bundles.evaluation.latent_walk import (
     axis_walk_latents,
     generate_walk,
@@ -71,6 +77,23 @@ def test_classifier_learns_two_separable_classes():
     assert feats.shape == (n, model.num_features)
     by_steps = train_classifier(x, labels, num_classes=2, width=4, steps=20, batch_size=8, max_shift=1)
     assert conditional_accuracy(predict(by_steps, x)[0], labels, ["top", "bottom"])["mean"] >= 0.9
+
+
+def test_recalibrated_batchnorm_holds_the_given_images_statistics():
+    torch.manual_seed(0)
+    model = ImageClassifier(num_classes=2, width=2).train()
+    for _ in range(5):  # running statistics of a bright domain
+        model(torch.rand(8, 1, 16, 16))
+    dark = -1 + 0.1 * torch.rand(6, 1, 16, 16)
+    conv, norm = model.body[0], model.body[1]
+    weights = [p.clone() for p in model.parameters()]
+    recalibrate_batchnorm(model, dark, batches=200, batch_size=6, seed=0)
+    with torch.no_grad():
+        out = conv(dark)
+    assert torch.allclose(norm.running_mean, out.mean(dim=(0, 2, 3)), atol=2e-3)  # the dark images' mean now
+    assert torch.allclose(norm.running_var, out.var(dim=(0, 2, 3)), rtol=0.1, atol=1e-4)
+    assert not model.training and norm.momentum == 0.1
+    assert all(torch.equal(a, b) for a, b in zip(weights, model.parameters(), strict=True))
 
 
 def test_conditional_accuracy_known_answer():

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-__all__ = ["ImageClassifier", "conditional_accuracy", "predict", "train_classifier"]
+__all__ = ["ImageClassifier", "conditional_accuracy", "predict", "recalibrate_batchnorm", "train_classifier"]
 
 
 class ImageClassifier(nn.Module):
@@ -137,6 +137,30 @@ def train_classifier(
         loss = loss_fn(model(x), labels[idx].to(images.device))
         loss.backward()
         optimizer.step()
+    return model.eval()
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: ImageClassifier, images: torch.Tensor, *, batches: int = 20, batch_size: int = 16,
+                          seed: int = 0) -> ImageClassifier:
+    """Replace the running mean and variance of every BatchNorm layer of ``model`` by their average over
+    ``batches`` minibatches of ``batch_size`` of ``images`` (N, 1, S0, S1), drawn with replacement, without
+    augmentation; the weights are untouched. Returns the model in eval mode.
+
+    A classifier trained on a mixture normalises test images with the mixture's statistics; recalibrated on
+    the real images it trained on, it normalises them as a real-only classifier would (Li et al. 2016, AdaBN,
+    with the training domain's own images rather than the test images).
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    for m in norms:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over the batches below
+    gen = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(int(batches)):
+        model(images[torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=gen)])
+    for m in norms:
+        m.momentum = 0.1  # PyTorch's default again, should the model be trained further
     return model.eval()
 
 

@@ -10,7 +10,10 @@ inside the larger one), from the prepared dataset's **training** MIPs:
 3. the classifier of :mod:`bundles.evaluation.classifier` is trained in three arms, each for the same
    ``classifier_steps`` minibatches from the same initialisation: ``real`` (the subset), ``real+synthetic``
    (real images drawn with probability 1 - ``synthetic_share`` per batch slot, synthetic ones with
-   ``synthetic_share``) and ``synthetic`` (TSTR);
+   ``synthetic_share``) and ``synthetic`` (TSTR); after training, each arm's BatchNorm statistics are
+   re-estimated on its real images without augmentation (the synthetic arm: on its synthetic images), so that
+   the real+synthetic arm normalises the real test MIPs as the real arm does and the arms differ in what their
+   weights learned, not in the intensity statistics of their batches;
 4. each arm is tested on the same held-out real MIPs: the prepared ``validation`` MIPs plus the training MIPs
    outside the seed's largest subset (never seen by the GAN or the classifier of that seed).
 
@@ -31,7 +34,12 @@ from pathlib import Path
 
 import torch
 
-from bundles.evaluation.classifier import conditional_accuracy, predict, train_classifier
+from bundles.evaluation.classifier import (
+    conditional_accuracy,
+    predict,
+    recalibrate_batchnorm,
+    train_classifier,
+)
 from bundles.evaluation.metrics import MS_SSIM_MIN_SIDE, SampleSets, compute_metrics
 from bundles.evaluation.utility import (
     ARMS,
@@ -167,6 +175,8 @@ def run_utility(
                     classifier = train_classifier(x, y, num_classes=len(class_names), width=classifier_width,
                                                   smooth_px=classifier_smooth_px, steps=classifier_steps,
                                                   weights=weights, batch_size=classifier_batch_size, seed=seed)
+                    recalibrate_batchnorm(classifier, synthetic[0] if arm == "synthetic" else real[0],
+                                          batch_size=classifier_batch_size, seed=seed)
                     accuracy = conditional_accuracy(predict(classifier, test_x)[0], test_y, class_names)
                     runs.append({"size": size, "seed": seed, "arm": arm, "value": accuracy["mean"],
                                  "per_class": accuracy["per_class"], "steps": classifier_steps,
@@ -190,7 +200,9 @@ def run_utility(
                 "synthetic_per_class": synthetic_per_class, "synthetic_share": synthetic_share,
                 "classifier": {"steps": classifier_steps, "batch_size": classifier_batch_size,
                                "width": classifier_width, "smooth_px": classifier_smooth_px,
-                               "same_steps_and_init_in_every_arm": True},
+                               "same_steps_and_init_in_every_arm": True,
+                               "batchnorm_statistics": "re-estimated after training on the arm's real images "
+                                                       "(synthetic arm: its synthetic images), no augmentation"},
                 "interval": "Student-t over seeds; gain and TSTR / TRTR paired per seed",
             },
             "runs": runs,
