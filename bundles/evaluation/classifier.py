@@ -152,6 +152,7 @@ def recalibrate_batchnorm(model: ImageClassifier, images: torch.Tensor, *, batch
     with the training domain's own images rather than the test images).
     """
     norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    momenta = [m.momentum for m in norms]
     for m in norms:
         m.reset_running_stats()
         m.momentum = None  # cumulative average over the batches below
@@ -159,8 +160,8 @@ def recalibrate_batchnorm(model: ImageClassifier, images: torch.Tensor, *, batch
     model.train()
     for _ in range(int(batches)):
         model(images[torch.randint(0, images.shape[0], (min(batch_size, images.shape[0]),), generator=gen)])
-    for m in norms:
-        m.momentum = 0.1  # PyTorch's default again, should the model be trained further
+    for m, momentum in zip(norms, momenta, strict=True):
+        m.momentum = momentum  # as before, should the model be trained further
     return model.eval()
 
 
