@@ -413,12 +413,14 @@ def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_three_arms
     gan = {"network#base_channels": 4, "d_channels": 4, "network#hidden": 16, "train#dataloader#batch_size": 2}
     run_workflow(RADIOGENOMIC, "utility", "utility.json", dataset_dir=str(demo_prepared), output_dir=str(tmp_path),
                  sizes=[1], seeds=[0, 1], gan_iterations=2, gan_settings=gan, synthetic_per_patient=3, seg_steps=2,
-                 seg_batch_size=2)
+                 seg_batch_size=2, seg_repeats=2)
     assert tree_hash(demo_prepared) == before
     result = json.loads((tmp_path / "utility" / "utility.json").read_text())
     assert {(r["seed"], r["arm"]) for r in result["runs"]} == {(s, a) for s in (0, 1)
                                                                for a in ("real", "real+synthetic", "synthetic")}
     assert all(0.0 <= r["value"] <= 1.0 and r["steps"] == 2 for r in result["runs"])
+    assert all(len(r["repeat_dice"]) == 2 and r["value"] == pytest.approx(np.mean(r["repeat_dice"]))
+               for r in result["runs"])  # the arm's value is the mean over its networks
     assert all(set(g["nodule_area_px"]) == {"train_real", "train_synthetic", "test"} and g["nodule_area_px"]["test"] > 0
                for g in result["gans"])
     real_runs = [r for r in result["runs"] if r["arm"] == "real"]
