@@ -59,7 +59,7 @@ from bundles.workflows.radiogenomic_prepare import load_datalist, training_items
 __all__ = ["gan_overrides", "mean_nodule_area", "nodule_overlap", "run_utility", "synthesise_pairs"]
 
 KIND = "radiogenomic utility"
-REPEAT_SEED_STRIDE = 1000  # repeat r of a seed's segmenter is initialised and drawn with seed + 1000 r
+REPEAT_SEED_STRIDE = 1000  # repeat r of a seed's segmenter is initialised and drawn with seed + stride * r
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ def run_utility(
         synthetic_share: expected share of synthetic slices in a batch of the real+synthetic arm.
         seg_steps, seg_batch_size, seg_features: every arm's segmentation network.
         seg_repeats: networks trained per (size, seed, arm), each from its own initialisation and batch draws
-            (seed + 1000 r); the arm's value is their mean Dice, so the seed-to-seed interval is not widened by one
+            (seed + ``REPEAT_SEED_STRIDE`` r); the arm's value is their mean Dice, so the seed-to-seed interval is not widened by one
             network's luck (one network's Dice moves by about 0.03-0.04 with its initialisation on the demo).
     """
     started = time.perf_counter(), time.process_time()
@@ -245,8 +245,9 @@ def run_utility(
                 "synthetic_share": synthetic_share,
                 "segmenter": {"network": "monai.networks.nets.BasicUNet", "features": list(seg_features),
                               "steps": seg_steps, "batch_size": seg_batch_size, "loss": "DiceCELoss",
-                              "repeats": seg_repeats, "repeat_seeds": "seed + 1000 r; value = mean Dice of the repeats "
-                                                                      "(each in runs[].repeat_dice)",
+                              "repeats": seg_repeats,
+                              "repeat_seeds": f"seed + {REPEAT_SEED_STRIDE} r; value = mean Dice of the repeats "
+                                              "(each in runs[].repeat_dice)",
                               "same_steps_and_init_in_every_arm": True},
                 "dice": "nodule, over all test slices pooled; precision and recall of the nodule pixels beside it",
                 "nodule_area_px": "per GAN (gans[]): mean nodule area per slice of the real subset, the synthetic set "
