@@ -15,7 +15,7 @@ from bundles.figures import plt
 from bundles.fileio import atomic_torch_save, written_by
 from bundles.models import Model, read_model
 from bundles.networks.radiogenomic import RadiogenomicDiscriminator
-from bundles.workflows.radiogenomic_utility import mean_nodule_area, nodule_overlap
+from bundles.workflows.radiogenomic_utility import mean_nodule_area, nodule_overlap, paste_real_nodules
 
 SIZE, GENES = 32, 12
 PHENOTYPES = {"small_solid": (3, 40.0), "large_solid": (7, 40.0), "large_ggo": (7, -500.0)}  # radius px, HU
@@ -407,8 +407,25 @@ def test_nodule_overlap_tells_under_segmentation_from_a_match():
     assert mean_nodule_area(ref) == 10.0 and np.isnan(mean_nodule_area(ref[:0]))
 
 
+def test_copy_paste_null_pastes_the_nodule_pixels_with_their_mask():
+    images = torch.stack([torch.full((1, 8, 8), 0.5), torch.full((1, 8, 8), 0.9)])
+    masks = torch.zeros(2, 1, 8, 8, dtype=torch.long)
+    masks[0, 0, 2:4, 2:4] = 1
+    masks[1, 0, 3:6, 3:6] = 1
+    backgrounds = torch.full((3, 1, 8, 8), -0.8)
+    pasted, pasted_masks = paste_real_nodules(images, masks, backgrounds, count=20, seed=0)
+    assert pasted.shape == (20, 1, 8, 8) and pasted_masks.dtype == torch.long
+    for x, m in zip(pasted, pasted_masks, strict=True):
+        nodule = x[m == 1]
+        assert m.sum() in (4, 9) and bool((x[m == 0] == -0.8).all())  # a real mask; background elsewhere
+        assert bool((nodule == (0.5 if m.sum() == 4 else 0.9)).all())  # the nodule's own pixels inside its mask
+    assert {int(m.sum()) for m in pasted_masks} == {4, 9}  # both nodules drawn
+    again = paste_real_nodules(images, masks, backgrounds, count=20, seed=0)
+    assert torch.equal(again[0], pasted)  # a fixed function of the seed
+
+
 @pytest.mark.slow
-def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_three_arms(demo_prepared, tmp_path):
+def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_four_arms(demo_prepared, tmp_path):
     before = tree_hash(demo_prepared)
     gan = {"network#base_channels": 4, "d_channels": 4, "network#hidden": 16, "train#dataloader#batch_size": 2}
     run_workflow(RADIOGENOMIC, "utility", "utility.json", dataset_dir=str(demo_prepared), output_dir=str(tmp_path),
@@ -417,7 +434,11 @@ def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_three_arms
     assert tree_hash(demo_prepared) == before
     result = json.loads((tmp_path / "utility" / "utility.json").read_text())
     assert {(r["seed"], r["arm"]) for r in result["runs"]} == {(s, a) for s in (0, 1)
-                                                               for a in ("real", "real+synthetic", "synthetic")}
+                                                               for a in ("real", "real+synthetic", "synthetic",
+                                                                         "real+null")}
+    null_runs = [r for r in result["runs"] if r["arm"] == "real+null"]  # copy-paste: as many as the synthetic set
+    assert all(r["train_synthetic"] == next(s["train_synthetic"] for s in result["runs"] if s["arm"] == "synthetic"
+                                            and s["seed"] == r["seed"]) for r in null_runs)
     assert all(0.0 <= r["value"] <= 1.0 and r["steps"] == 2 for r in result["runs"])
     assert all(len(r["repeat_dice"]) == 2 and r["value"] == pytest.approx(np.mean(r["repeat_dice"]))
                for r in result["runs"])  # the arm's value is the mean over its networks
@@ -429,6 +450,7 @@ def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_three_arms
     for g in result["gans"]:  # each GAN trained on its subset's items only
         record = torch.load(tmp_path / "utility" / g["checkpoint"], weights_only=True)
         assert record["trainer"]["iteration"] == 2
-    assert set(result["summary"]["1"]) >= {"real", "real+synthetic", "synthetic", "gain", "tstr_ratio"}
+    assert set(result["summary"]["1"]) >= {"real", "real+synthetic", "synthetic", "real+null", "gain", "tstr_ratio",
+                                           "gain_null", "gain_over_null"}
     png = plt.imread(tmp_path / "utility" / "utility.png")
     assert png.ndim == 3 and png[..., :3].std() > 0.05

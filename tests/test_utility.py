@@ -13,6 +13,7 @@ from bundles.errors import BundleInputError
 from bundles.evaluation.classifier import _batches, train_classifier
 from bundles.evaluation.utility import (
     ARMS,
+    NULL_ARM,
     arm_data,
     check_study_settings,
     check_targets,
@@ -81,6 +82,30 @@ def test_summary_and_targets_known_answer():
     assert not check_targets(summarise_runs(runs, [2, 8], [0, 1, 2]))["gain"]
 
 
+def test_null_arm_summary_known_answer():
+    runs = runs_of({(0, "real"): [0.80, 0.78, 0.82], (0, "real+synthetic"): [0.72, 0.70, 0.75],
+                    (0, "synthetic"): [0.60, 0.60, 0.60], (0, NULL_ARM): [0.84, 0.80, 0.88]})
+    entry = summarise_runs(runs, [0], [0, 1, 2])["0"]
+    assert entry[NULL_ARM]["mean"] == pytest.approx(0.84)
+    assert entry["gain_null"]["values"] == pytest.approx([0.04, 0.02, 0.06])  # null - real, paired per seed
+    assert entry["gain_over_null"]["values"] == pytest.approx([-0.12, -0.10, -0.13])  # GAN - null, paired
+    assert entry["gain_over_null"]["ci95"][1] < 0  # the GAN's data teach less than the null's on every seed
+    assert entry["gain"]["mean"] == pytest.approx(-0.0767, abs=1e-4)  # the gain itself is unchanged by the null
+    without = summarise_runs([r for r in runs if r["arm"] != NULL_ARM], [0], [0, 1, 2])["0"]
+    assert not {NULL_ARM, "gain_null", "gain_over_null"} & set(without)  # a study without a null has none
+
+
+def test_null_arm_mixes_like_the_synthetic_arm_and_needs_its_set():
+    real = (torch.zeros(4, 1), torch.zeros(4, dtype=torch.long))
+    synthetic = (torch.ones(40, 1), torch.ones(40, dtype=torch.long))
+    null = (torch.full((40, 1), 2.0), torch.full((40,), 2, dtype=torch.long))
+    x, y, w = arm_data(NULL_ARM, real, synthetic, 0.25, null)
+    xs, ys, ws = arm_data("real+synthetic", real, synthetic, 0.25)
+    assert torch.equal(w, ws) and torch.equal(x[:4], xs[:4]) and set(y[4:].tolist()) == {2}
+    with pytest.raises(ValueError, match="null set"):
+        arm_data(NULL_ARM, real, synthetic, 0.25)
+
+
 def test_utility_result_round_trip_and_figure_shows_the_three_arms(tmp_path):
     runs = runs_of({(1, "real"): [0.5, 0.6], (1, "real+synthetic"): [0.6, 0.7], (1, "synthetic"): [0.4, 0.5],
                     (3, "real"): [0.7, 0.8], (3, "real+synthetic"): [0.8, 0.8], (3, "synthetic"): [0.6, 0.6]})
@@ -95,6 +120,12 @@ def test_utility_result_round_trip_and_figure_shows_the_three_arms(tmp_path):
     for colour in ("tab:blue", "tab:orange", "tab:green"):  # one line per arm is drawn
         rgb = np.array(plt.matplotlib.colors.to_rgb(colour))
         assert (np.abs(image - rgb).max(axis=-1) < 0.02).sum() > 30, colour
+    purple = np.array(plt.matplotlib.colors.to_rgb("tab:purple"))
+    assert (np.abs(image - purple).max(axis=-1) < 0.02).sum() < 5  # no null arm, no purple line
+    runs += runs_of({(1, NULL_ARM): [0.55, 0.65], (3, NULL_ARM): [0.75, 0.8]})
+    with_null = {**result, "summary": summarise_runs(runs, [1, 3], [0, 1])}
+    image = plt.imread(save_utility_figure(with_null, tmp_path / "with_null.png"))[..., :3]
+    assert (np.abs(image - purple).max(axis=-1) < 0.02).sum() > 30  # the null arm's line
 
 
 def test_study_settings_are_checked_before_work():
@@ -252,11 +283,12 @@ def test_ctstyle_utility_command_at_toy_size(tmp_path):
     prepared = json.loads((out / "prepared" / "datalist.json").read_text())
     assert prepared["image_size"] == 32 and prepared["style"]["patient_id"] == "CT-004"  # the same split, smaller
     assert {(r["size"], r["seed"], r["arm"]) for r in result["runs"]} == {(k, s, a) for k in (0, 1) for s in (0, 1)
-                                                                          for a in ARMS}
+                                                                          for a in (*ARMS, NULL_ARM)}
     # size 0: the style slice alone; size 1: one training patient (2 slices) + the style slice; 2 synthetic pairs
-    # per map; 1 training + 1 evaluation patient (4 slices) to test on at every size
-    assert [(r["train_real"], r["train_synthetic"]) for r in result["runs"][:6]] == [(1, 0), (1, 2), (0, 2),
-                                                                                      (3, 0), (3, 6), (0, 6)]
+    # per map, and as many painted ones in the null arm; 1 training + 1 evaluation patient (4 slices) to test on
+    assert [(r["train_real"], r["train_synthetic"]) for r in result["runs"][:8]] == [
+        (1, 0), (1, 2), (0, 2), (1, 2), (3, 0), (3, 6), (0, 6), (3, 6)]
+    assert set(result["summary"]["0"]) >= {NULL_ARM, "gain_null", "gain_over_null"}
     assert {r["test"] for r in result["runs"]} == {4}
     assert set(result["runs"][0]["per_organ"]) == {"body", "lungs", "heart_vessels", "bone", "spinal_cord"}
     style_slice = Path(prepared["style"]["image"]).name

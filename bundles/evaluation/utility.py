@@ -5,7 +5,11 @@ in three **arms** on each of several **real-data sizes** and **seeds**:
 
 - ``real``: the reduced real subset alone (train-real / test-real, TRTR);
 - ``real+synthetic``: the same subset plus synthetic images from a GAN trained on that subset only;
-- ``synthetic``: the synthetic images alone (train-synthetic / test-real, TSTR).
+- ``synthetic``: the synthetic images alone (train-synthetic / test-real, TSTR);
+- ``real+null`` (where a study has a null): the same subset plus as many images made from it *without* a GAN
+  by the simplest means that answers the same question (ctstyle: the subset's organ means painted on the same
+  deformed maps; radiogenomic: the subset's own nodules pasted into the same kind of backgrounds). Its gain
+  over ``real`` is what synthetic data of no skill gives; the GAN earns only what it adds over this null.
 
 Every arm of one (size, seed) runs the same number of training steps from the same initialisation, and is
 tested on the same held-out real images. This module holds what both bundles' studies share: the nested
@@ -38,8 +42,10 @@ from bundles.runs import run_info, write_run_info
 
 __all__ = [
     "ARMS",
+    "NULL_ARM",
     "RESULT_FILE",
     "TARGETS",
+    "arm_counts",
     "arm_data",
     "check_study_settings",
     "check_targets",
@@ -62,11 +68,12 @@ __all__ = [
 ]
 
 ARMS: tuple[str, ...] = ("real", "real+synthetic", "synthetic")
+NULL_ARM = "real+null"
 RESULT_FILE = "utility.json"
 # Issue 15's targets: at a size where the real-only model stays below `below`, adding synthetic data raises the
 # measure by at least `gain` with an interval that excludes 0; TSTR reaches `tstr_ratio` of TRTR.
 TARGETS: dict[str, float] = {"below": 0.85, "gain": 0.05, "tstr_ratio": 0.8}
-_COLOURS = {"real": "tab:blue", "real+synthetic": "tab:orange", "synthetic": "tab:green"}
+_COLOURS = {"real": "tab:blue", "real+synthetic": "tab:orange", "synthetic": "tab:green", NULL_ARM: "tab:purple"}
 
 
 # ---------------------------------------------------------------------------------------------- statistics
@@ -234,11 +241,16 @@ def train_with_config(config_file: str | Path, output_dir: str | Path, overrides
 
 
 def arm_data(arm: str, real: tuple[torch.Tensor, torch.Tensor], synthetic: tuple[torch.Tensor, torch.Tensor],
-             synthetic_share: float) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+             synthetic_share: float, null: tuple[torch.Tensor, torch.Tensor] | None = None,
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(inputs, targets, sampling weights or None) of one arm from (inputs, targets) of the real subset and of
     the synthetic set. In ``real+synthetic`` the real items together get the weight ``1 - synthetic_share``
     and the synthetic ones ``synthetic_share``, whatever their counts (a trainer drawing batches with these
-    weights sees about that share of synthetic items)."""
+    weights sees about that share of synthetic items). :data:`NULL_ARM` mixes the ``null`` set in the same way."""
+    if arm == NULL_ARM:
+        if null is None:
+            raise ValueError(f"the {NULL_ARM} arm needs the null set")
+        return arm_data("real+synthetic", real, null, synthetic_share)
     if arm == "real":
         return real[0], real[1], None
     if arm == "synthetic":
@@ -249,6 +261,13 @@ def arm_data(arm: str, real: tuple[torch.Tensor, torch.Tensor], synthetic: tuple
     weights = torch.cat([torch.full((n_real,), (1 - synthetic_share) / n_real, dtype=torch.float64),
                          torch.full((n_syn,), synthetic_share / n_syn, dtype=torch.float64)])
     return torch.cat([real[0], synthetic[0]]), torch.cat([real[1], synthetic[1]]), weights
+
+
+def arm_counts(arm: str, num_real: int, inputs: torch.Tensor) -> dict[str, int]:
+    """``{"train_real", "train_synthetic"}``: how many real and how many other (synthetic or null) items an arm's
+    ``inputs`` (from :func:`arm_data`, real items first) hold, for a subset of ``num_real`` real items."""
+    real = 0 if arm == "synthetic" else int(num_real)
+    return {"train_real": real, "train_synthetic": int(inputs.shape[0]) - real}
 
 
 # ------------------------------------------------------------------------------------- segmentation arms
@@ -333,15 +352,21 @@ def summarise_runs(runs: Sequence[Mapping], sizes: Sequence[int], seeds: Sequenc
 
     Returns:
         ``{str(size): {"real": t_interval, "real+synthetic": ..., "synthetic": ..., "gain": paired
-        difference (real+synthetic - real), "tstr_ratio": paired ratio (synthetic / real)}}``.
+        difference (real+synthetic - real), "tstr_ratio": paired ratio (synthetic / real)}}``; when the runs
+        hold the :data:`NULL_ARM`, also its interval, ``"gain_null"`` (real+null - real) and
+        ``"gain_over_null"`` (real+synthetic - real+null), both paired.
     """
     value = {(int(r["size"]), int(r["seed"]), r["arm"]): float(r["value"]) for r in runs}
+    names = ARMS + ((NULL_ARM,) if any(r["arm"] == NULL_ARM for r in runs) else ())
     summary = {}
     for size in sizes:
-        arms = {arm: [value.get((int(size), int(s), arm), float("nan")) for s in seeds] for arm in ARMS}
+        arms = {arm: [value.get((int(size), int(s), arm), float("nan")) for s in seeds] for arm in names}
         entry = {arm: t_interval(v) for arm, v in arms.items()}
         entry["gain"] = paired_interval(arms["real"], arms["real+synthetic"], "difference")
         entry["tstr_ratio"] = paired_interval(arms["real"], arms["synthetic"], "ratio")
+        if NULL_ARM in arms:
+            entry["gain_null"] = paired_interval(arms["real"], arms[NULL_ARM], "difference")
+            entry["gain_over_null"] = paired_interval(arms[NULL_ARM], arms["real+synthetic"], "difference")
         summary[str(size)] = entry
     return summary
 
@@ -407,12 +432,13 @@ def read_utility_result(folder: str | Path | None) -> dict | None:
 # ------------------------------------------------------------------------------------------------- figure
 def plot_utility_curve(ax, result: Mapping) -> None:
     """Draw the utility curve on ``ax``: the measure (mean over seeds, 95 % interval as error bars) against the
-    real-data size, one line per arm (real: blue, real + synthetic: orange, synthetic only: green). The sizes
-    stand evenly spaced, labelled with their value (ctstyle's start at 0, which a log axis cannot show)."""
+    real-data size, one line per arm (real: blue, real + synthetic: orange, synthetic only: green, real + null:
+    purple, where the study has one). The sizes stand evenly spaced, labelled with their value (ctstyle's start at
+    0, which a log axis cannot show)."""
     sizes = [int(s) for s in result["sizes"]]
     summary = result["summary"]
-    offsets = {"real": -0.06, "real+synthetic": 0.0, "synthetic": 0.06}
-    for arm in ARMS:
+    offsets = {"real": -0.09, "real+synthetic": -0.03, "synthetic": 0.03, NULL_ARM: 0.09}
+    for arm in [a for a in (*ARMS, NULL_ARM) if all(a in summary[str(s)] for s in sizes)]:
         xs, ys, err = [], [], []
         for position, size in enumerate(sizes):
             entry = summary[str(size)][arm]
@@ -462,6 +488,9 @@ def save_utility_figure(result: Mapping, path: str | Path) -> Path:
         lines.append(f"size {size}: real {_fmt(e['real'])}")
         lines.append(f"  + synthetic {_fmt(e['real+synthetic'])}, gain {_fmt(e['gain'], signed=True)}")
         lines.append(f"  synthetic only {_fmt(e['synthetic'])}, TSTR/TRTR {_fmt(e['tstr_ratio'])}")
+        if NULL_ARM in e:
+            lines.append(f"  + null {_fmt(e[NULL_ARM])}, gain {_fmt(e['gain_null'], signed=True)}")
+            lines.append(f"  synthetic over null {_fmt(e['gain_over_null'], signed=True)}")
     passed = result.get("passed", {})
     lines.append(f"targets: gain {'met' if passed.get('gain') else 'missed'}, TSTR {'met' if passed.get('tstr') else 'missed'}")
     text.text(0.0, 1.0, "\n".join(lines), va="top", ha="left", fontsize=7.5, family="monospace")

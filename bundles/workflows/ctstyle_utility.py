@@ -13,10 +13,12 @@ each real-data size (``sizes``: training patients, nested per seed):
 3. synthetic pairs: each map of the subset, deformed ``synthetic_per_map`` times by
    :class:`bundles.transforms.labels.RandPerturbLabelBoundaries` (new anatomy), fed to the GAN with a new
    noise code -> (generated CT, deformed map);
-4. a MONAI ``BasicUNet`` (small features) is trained to segment the six labels from the CT in three arms,
+4. a MONAI ``BasicUNet`` (small features) is trained to segment the six labels from the CT in four arms,
    each for the same ``seg_steps`` minibatches from the same initialisation and with the same augmentation
    (random shifts, random Gaussian noise): ``real``, ``real+synthetic`` (real pairs drawn with probability
-   1 - ``synthetic_share`` per batch slot) and ``synthetic`` (TSTR);
+   1 - ``synthetic_share`` per batch slot), ``synthetic`` (TSTR) and ``real+null``: the real pairs with the
+   same deformed maps painted with the subset's organ means (:func:`bundles.evaluation.style_metrics.paint_organ_means`,
+   a renderer of no skill that agrees with its map everywhere), mixed in as the synthetic pairs are;
 5. each arm is tested on the same held-out real slices: the evaluation patients' and those of the training
    patients outside the seed's largest subset (never seen by that seed's GAN or network).
 
@@ -37,8 +39,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from bundles.evaluation.style_metrics import paint_organ_means
 from bundles.evaluation.utility import (
     ARMS,
+    NULL_ARM,
+    arm_counts,
     arm_data,
     patient_splits,
     segment,
@@ -65,6 +70,11 @@ logger = logging.getLogger(__name__)
 
 
 # --------------------------------------------------------------------------------------------------- data
+def _onehot(labels: torch.Tensor) -> torch.Tensor:
+    """(n, 1, H, W) label indices -> (n, 6, H, W) float one-hot."""
+    return torch.nn.functional.one_hot(labels[:, 0], len(SEGMENT_NAMES)).permute(0, 3, 1, 2).float()
+
+
 def _load_pairs(entries: Sequence[Mapping]) -> tuple[torch.Tensor, torch.Tensor]:
     """Datalist entries -> CTs (n, 1, H, W) in [-1, 1] and label indices (n, 1, H, W) int64 (0..5)."""
     images = torch.cat([load_ct(e["image"])[0][None] for e in entries])
@@ -104,8 +114,7 @@ def _synthesise(model, labels: torch.Tensor, per_map: int, seed: int, magnitude_
     for n, label in enumerate(labels):
         for j in range(per_map):
             warped = perturb(label.float()).long()
-            onehot = torch.nn.functional.one_hot(warped[0], len(SEGMENT_NAMES)).permute(2, 0, 1).float()[None]
-            images.append(generate(generator, onehot, 104_729 * seed + 1_000 * n + j, noise_dim))
+            images.append(generate(generator, _onehot(warped[None]), 104_729 * seed + 1_000 * n + j, noise_dim))
             maps.append(warped[None])
     return torch.cat(images), torch.cat(maps)
 
@@ -202,30 +211,30 @@ def run_utility(
                 real = (torch.cat([pool_x[idx], style_x]), torch.cat([pool_y[idx], style_y]))
                 synthetic = _synthesise(read_model(checkpoint), real[1], synthetic_per_map, seed,
                                         perturb_magnitude_px, perturb_smoothness_px, device)
-                for arm in ARMS:
-                    x, y, weights = arm_data(arm, real, synthetic, synthetic_share)
+                null = (paint_organ_means(real[0], _onehot(real[1]), _onehot(synthetic[1])), synthetic[1])
+                for arm in (*ARMS, NULL_ARM):
+                    x, y, weights = arm_data(arm, real, synthetic, synthetic_share, null)
                     net = train_segmenter(x, y, num_classes=len(SEGMENT_NAMES), steps=seg_steps, weights=weights,
                                           batch_size=seg_batch_size, features=seg_features, seed=seed, device=device)
                     dice = organ_dice(segment(net, test_x), test_y)
                     mean = float(np.mean([v for v in dice.values() if v is not None]))
                     runs.append({"size": size, "seed": seed, "arm": arm, "value": mean, "per_organ": dice,
                                  "steps": seg_steps, "patients": chosen,
-                                 "train_real": int(real[0].shape[0]) if arm != "synthetic" else 0,
-                                 "train_synthetic": int(synthetic[0].shape[0]) if arm != "real" else 0,
+                                 **arm_counts(arm, real[0].shape[0], x),
                                  "test": int(test_y.shape[0])})
                     logger.info("%d patient(s), seed %d, %s: mean Dice %.3f", size, seed, arm, mean)
         summary = summarise_runs(runs, sizes, seeds)
         for size in sizes:  # per-organ means over seeds, per arm
             summary[str(size)]["per_organ"] = {
                 arm: {o: _mean([r["per_organ"][o] for r in runs if r["size"] == size and r["arm"] == arm])
-                      for o in ORGANS} for arm in ARMS}
+                      for o in ORGANS} for arm in (*ARMS, NULL_ARM)}
         result = {
             "bundle": "ctstyle",
             "measure": "held-out real mean organ Dice",
             "size_unit": "training patients (+ the style slice)",
             "sizes": [int(k) for k in sizes],
             "seeds": [int(s) for s in seeds],
-            "arms": list(ARMS),
+            "arms": [*ARMS, NULL_ARM],
             "design": {
                 "image_size": int(image_size),
                 "study_dataset": str(study_dir),
@@ -238,6 +247,8 @@ def run_utility(
                 "synthetic": {"per_map": synthetic_per_map, "perturb_magnitude_px": perturb_magnitude_px,
                               "perturb_smoothness_px": perturb_smoothness_px},
                 "synthetic_share": synthetic_share,
+                "null": "real+null: the subset's organ means (its real CTs, style slice included) painted on the same "
+                        "deformed maps as the synthetic pairs, as many, mixed in at the same share",
                 "segmenter": {"network": "monai.networks.nets.BasicUNet", "features": list(seg_features),
                               "steps": seg_steps, "batch_size": seg_batch_size, "loss": "DiceCELoss",
                               "same_steps_and_init_in_every_arm": True},

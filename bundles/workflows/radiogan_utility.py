@@ -43,6 +43,7 @@ from bundles.evaluation.classifier import (
 from bundles.evaluation.metrics import MS_SSIM_MIN_SIDE, SampleSets, compute_metrics
 from bundles.evaluation.utility import (
     ARMS,
+    arm_counts,
     arm_data,
     select_per_class,
     snapshot_configs,
@@ -180,8 +181,7 @@ def run_utility(
                     accuracy = conditional_accuracy(predict(classifier, test_x)[0], test_y, class_names)
                     runs.append({"size": size, "seed": seed, "arm": arm, "value": accuracy["mean"],
                                  "per_class": accuracy["per_class"], "steps": classifier_steps,
-                                 "train_real": int(real[0].shape[0]) if arm != "synthetic" else 0,
-                                 "train_synthetic": int(synthetic[0].shape[0]) if arm != "real" else 0,
+                                 **arm_counts(arm, real[0].shape[0], x),
                                  "test": int(test_y.shape[0])})
                     logger.info("size %d/class, seed %d, %s: held-out accuracy %.3f", size, seed, arm, accuracy["mean"])
         summary = summarise_runs(runs, sizes_per_class, seeds)

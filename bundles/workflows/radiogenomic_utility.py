@@ -10,10 +10,13 @@ For each seed, from the prepared dataset's **training** patients:
 3. ``synthetic_per_patient`` synthetic slices per subset patient: the patient's gene profile on the subset's
    backgrounds with new noise draws -> (generated CT, generated mask > 0); outputs without a nodule (fewer than
    10 mask pixels or no contrast, :func:`bundles.evaluation.nodules.contains_nodule`) are dropped;
-4. a MONAI ``BasicUNet`` (small features) is trained to segment the nodule in three arms, each for the same
+4. a MONAI ``BasicUNet`` (small features) is trained to segment the nodule in four arms, each for the same
    ``seg_steps`` minibatches from the same initialisation with the same augmentation (flips, shifts, Gaussian
    noise): ``real``, ``real+synthetic`` (real slices drawn with probability 1 - ``synthetic_share`` per batch
-   slot) and ``synthetic`` (TSTR); ``seg_repeats`` networks per arm from their own initialisations, averaged;
+   slot), ``synthetic`` (TSTR) and ``real+null``: the real slices with as many copy-paste slices
+   (:func:`paste_real_nodules`: the subset's own nodules pasted into the subset's backgrounds, Ghiasi et al.
+   2021; synthesis of no skill) mixed in as the synthetic ones are; ``seg_repeats`` networks per arm from their
+   own initialisations, averaged;
 5. each arm is tested on the same held-out real slices: the held-out patients' and those of the training
    patients outside the seed's largest subset (never seen by that seed's GAN or network).
 
@@ -41,6 +44,8 @@ import torch
 from bundles.evaluation.nodules import contains_nodule
 from bundles.evaluation.utility import (
     ARMS,
+    NULL_ARM,
+    arm_counts,
     arm_data,
     patient_splits,
     segment,
@@ -56,7 +61,8 @@ from bundles.runs import RUN_INFO
 from bundles.transforms.intensity import ScaleHU, hu_from_scaled
 from bundles.workflows.radiogenomic_prepare import load_datalist, training_items
 
-__all__ = ["gan_overrides", "mean_nodule_area", "nodule_overlap", "run_utility", "synthesise_pairs"]
+__all__ = ["gan_overrides", "mean_nodule_area", "nodule_overlap", "paste_real_nodules", "run_utility",
+           "synthesise_pairs"]
 
 KIND = "radiogenomic utility"
 REPEAT_SEED_STRIDE = 1000  # repeat r of a seed's segmenter is initialised and drawn with seed + stride * r
@@ -125,6 +131,26 @@ def synthesise_pairs(generator, genes: torch.Tensor, backgrounds: torch.Tensor, 
         return images, masks.long(), -1
     keep_t = torch.from_numpy(keep)
     return images[keep_t], masks[keep_t].long(), int((~keep).sum())
+
+
+def paste_real_nodules(images: torch.Tensor, masks: torch.Tensor, backgrounds: torch.Tensor, count: int, seed: int,
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """The copy-paste null of the study: ``count`` backgrounds drawn at random, each with the nodule pixels (mask)
+    of a real nodule slice drawn at random pasted in at the same positions (nodule slices and backgrounds are
+    both nodule-centred VOIs of one size), with that slice's mask.
+
+    Args:
+        images: (N, 1, S, S) real nodule slices in [-1, 1]; masks: (N, 1, S, S) int64 {0, 1}.
+        backgrounds: (B, 1, S, S) nodule-free slices in [-1, 1].
+
+    Returns:
+        images (count, 1, S, S) and masks (count, 1, S, S) int64.
+    """
+    gen = torch.Generator().manual_seed(seed)
+    nodules = torch.randint(images.shape[0], (count,), generator=gen)
+    picks = torch.randint(backgrounds.shape[0], (count,), generator=gen)
+    pasted = torch.where(masks[nodules] == 1, images[nodules], backgrounds[picks])
+    return pasted, masks[nodules].clone()
 
 
 def nodule_overlap(pred: torch.Tensor, ref: torch.Tensor) -> dict[str, float]:
@@ -207,8 +233,9 @@ def run_utility(
                                                          synthetic_per_patient, seed, device)
                 gans[-1]["nodule_area_px"] = {"train_real": mean_nodule_area(real[1]),
                                               "train_synthetic": mean_nodule_area(syn_y), "test": mean_nodule_area(test_y)}
-                for arm in ARMS:
-                    x, y, weights = arm_data(arm, real, (syn_x, syn_y), synthetic_share)
+                null = paste_real_nodules(*real, backgrounds, int(syn_x.shape[0]), seed)
+                for arm in (*ARMS, NULL_ARM):
+                    x, y, weights = arm_data(arm, real, (syn_x, syn_y), synthetic_share, null)
                     overlaps = []
                     for repeat in range(seg_repeats):
                         net = train_segmenter(x, y, num_classes=2, steps=seg_steps, weights=weights, flips=True,
@@ -218,8 +245,7 @@ def run_utility(
                     mean = {k: float(np.mean([o[k] for o in overlaps])) for k in ("dice", "precision", "recall")}
                     runs.append({"size": size, "seed": seed, "arm": arm, "value": mean["dice"], "steps": seg_steps,
                                  "repeat_dice": [o["dice"] for o in overlaps],
-                                 "patients": chosen, "train_real": int(real[0].shape[0]) if arm != "synthetic" else 0,
-                                 "train_synthetic": int(syn_x.shape[0]) if arm != "real" else 0,
+                                 "patients": chosen, **arm_counts(arm, real[0].shape[0], x),
                                  "synthetic_dropped": dropped, "test": int(test_y.shape[0]),
                                  "precision": mean["precision"], "recall": mean["recall"]})
                     logger.info("%d patient(s), seed %d, %s: nodule Dice %.3f over %d network(s) (%s; precision %.3f, "
@@ -232,7 +258,7 @@ def run_utility(
             "size_unit": "training patients",
             "sizes": [int(k) for k in sizes],
             "seeds": [int(s) for s in seeds],
-            "arms": list(ARMS),
+            "arms": [*ARMS, NULL_ARM],
             "design": {
                 "subsets": "per seed, a random order of the training patients; size k takes the first k (nested)",
                 "test": "held-out patients' nodule slices + training patients' outside the seed's largest subset",
@@ -243,6 +269,8 @@ def run_utility(
                 "synthetic": {"per_patient": synthetic_per_patient, "from": "the subset's gene profiles on the "
                               "subset's backgrounds, fresh noise; outputs without a nodule dropped"},
                 "synthetic_share": synthetic_share,
+                "null": "real+null: as many copy-paste slices as synthetic ones (the subset's own nodules, image and "
+                        "mask, pasted into the subset's backgrounds), mixed in at the same share",
                 "segmenter": {"network": "monai.networks.nets.BasicUNet", "features": list(seg_features),
                               "steps": seg_steps, "batch_size": seg_batch_size, "loss": "DiceCELoss",
                               "repeats": seg_repeats,
