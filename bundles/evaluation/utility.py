@@ -12,7 +12,7 @@ in three **arms** on each of several **real-data sizes** and **seeds**:
   over ``real`` is what synthetic data of no skill gives; the GAN earns only what it adds over this null.
 
 Every arm of one (size, seed) runs the same number of training steps from the same initialisation, and is
-tested on the same held-out real images. This module holds what both bundles' studies share: the nested
+tested on the same held-out real images. This module holds what the three studies share: the nested
 subset selection, the intervals over seeds, the summary and targets, the result file and the figure.
 
 Intervals are over seeds (each seed draws its own subset, GAN and downstream initialisation): the Student-t

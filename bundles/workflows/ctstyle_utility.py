@@ -183,6 +183,7 @@ def run_utility(
         seg_steps, seg_batch_size, seg_features: every arm's segmentation network.
     """
     started = time.perf_counter(), time.process_time()
+    arms = (*ARMS, NULL_ARM)  # the null arm beside the three of every study
     dataset_dir = Path(dataset_dir)
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
@@ -212,7 +213,7 @@ def run_utility(
                 synthetic = _synthesise(read_model(checkpoint), real[1], synthetic_per_map, seed,
                                         perturb_magnitude_px, perturb_smoothness_px, device)
                 null = (paint_organ_means(real[0], _onehot(real[1]), _onehot(synthetic[1])), synthetic[1])
-                for arm in (*ARMS, NULL_ARM):
+                for arm in arms:
                     x, y, weights = arm_data(arm, real, synthetic, synthetic_share, null)
                     net = train_segmenter(x, y, num_classes=len(SEGMENT_NAMES), steps=seg_steps, weights=weights,
                                           batch_size=seg_batch_size, features=seg_features, seed=seed, device=device)
@@ -227,14 +228,14 @@ def run_utility(
         for size in sizes:  # per-organ means over seeds, per arm
             summary[str(size)]["per_organ"] = {
                 arm: {o: _mean([r["per_organ"][o] for r in runs if r["size"] == size and r["arm"] == arm])
-                      for o in ORGANS} for arm in (*ARMS, NULL_ARM)}
+                      for o in ORGANS} for arm in arms}
         result = {
             "bundle": "ctstyle",
             "measure": "held-out real mean organ Dice",
             "size_unit": "training patients (+ the style slice)",
             "sizes": [int(k) for k in sizes],
             "seeds": [int(s) for s in seeds],
-            "arms": [*ARMS, NULL_ARM],
+            "arms": list(arms),
             "design": {
                 "image_size": int(image_size),
                 "study_dataset": str(study_dir),

@@ -204,6 +204,7 @@ def run_utility(
             network's luck (one network's Dice moves by about 0.03-0.04 with its initialisation on the demo).
     """
     started = time.perf_counter(), time.process_time()
+    arms = (*ARMS, NULL_ARM)  # the null arm beside the three of every study
     dataset_dir = Path(dataset_dir)
     datalist = load_datalist(dataset_dir)
     training = list(datalist["training"])
@@ -234,7 +235,7 @@ def run_utility(
                 gans[-1]["nodule_area_px"] = {"train_real": mean_nodule_area(real[1]),
                                               "train_synthetic": mean_nodule_area(syn_y), "test": mean_nodule_area(test_y)}
                 null = paste_real_nodules(*real, backgrounds, int(syn_x.shape[0]), seed)
-                for arm in (*ARMS, NULL_ARM):
+                for arm in arms:
                     x, y, weights = arm_data(arm, real, (syn_x, syn_y), synthetic_share, null)
                     overlaps = []
                     for repeat in range(seg_repeats):
@@ -258,7 +259,7 @@ def run_utility(
             "size_unit": "training patients",
             "sizes": [int(k) for k in sizes],
             "seeds": [int(s) for s in seeds],
-            "arms": [*ARMS, NULL_ARM],
+            "arms": list(arms),
             "design": {
                 "subsets": "per seed, a random order of the training patients; size k takes the first k (nested)",
                 "test": "held-out patients' nodule slices + training patients' outside the seed's largest subset",
