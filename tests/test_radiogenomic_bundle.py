@@ -15,7 +15,12 @@ from bundles.figures import plt
 from bundles.fileio import atomic_torch_save, written_by
 from bundles.models import Model, read_model
 from bundles.networks.radiogenomic import RadiogenomicDiscriminator
-from bundles.workflows.radiogenomic_utility import mean_nodule_area, nodule_overlap, paste_real_nodules
+from bundles.workflows.radiogenomic_utility import (
+    mean_nodule_area,
+    nodule_overlap,
+    paste_real_nodules,
+    shrunken_nodules,
+)
 
 SIZE, GENES = 32, 12
 PHENOTYPES = {"small_solid": (3, 40.0), "large_solid": (7, 40.0), "large_ggo": (7, -500.0)}  # radius px, HU
@@ -407,6 +412,15 @@ def test_nodule_overlap_tells_under_segmentation_from_a_match():
     assert mean_nodule_area(ref) == 10.0 and np.isnan(mean_nodule_area(ref[:0]))
 
 
+def test_a_gan_whose_nodules_shrank_to_under_half_its_subsets_is_named():
+    # seed 6 of the shipped study: 85 px against 371 px; a working GAN: 301 px against 411 px
+    warning = shrunken_nodules({"train_real": 371.0, "train_synthetic": 85.0, "test": 380.0})
+    assert "85 px, 0.23 of the real subset's 371 px" in warning and "collapsed" in warning
+    assert shrunken_nodules({"train_real": 411.0, "train_synthetic": 301.0, "test": 370.0}) is None
+    assert shrunken_nodules({"train_real": 100.0, "train_synthetic": 50.0, "test": 1.0}) is None  # at the bound
+    assert shrunken_nodules({"train_real": float("nan"), "train_synthetic": 1.0, "test": 1.0}) is None
+
+
 def test_copy_paste_null_pastes_the_nodule_pixels_with_their_mask():
     images = torch.stack([torch.full((1, 8, 8), 0.5), torch.full((1, 8, 8), 0.9)])
     masks = torch.zeros(2, 1, 8, 8, dtype=torch.long)
@@ -444,6 +458,7 @@ def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_four_arms(
                for r in result["runs"])  # the arm's value is the mean over its networks
     assert all(set(g["nodule_area_px"]) == {"train_real", "train_synthetic", "test"} and g["nodule_area_px"]["test"] > 0
                for g in result["gans"])
+    assert all(g.get("warning") == shrunken_nodules(g["nodule_area_px"]) for g in result["gans"])  # a collapse named
     real_runs = [r for r in result["runs"] if r["arm"] == "real"]
     assert all(len(r["patients"]) == 1 and r["train_synthetic"] == 0 for r in real_runs)
     assert {g["seed"] for g in result["gans"]} == {0, 1}

@@ -62,10 +62,14 @@ from bundles.transforms.intensity import ScaleHU, hu_from_scaled
 from bundles.workflows.radiogenomic_prepare import load_datalist, training_items
 
 __all__ = ["gan_overrides", "mean_nodule_area", "nodule_overlap", "paste_real_nodules", "run_utility",
-           "synthesise_pairs"]
+           "shrunken_nodules", "synthesise_pairs"]
 
 KIND = "radiogenomic utility"
 REPEAT_SEED_STRIDE = 1000  # repeat r of a seed's segmenter is initialised and drawn with seed + stride * r
+# A GAN whose synthetic nodules average less than this share of its subset's nodule area has most likely collapsed:
+# on the demo, working study GANs drew 0.73-1.17 of their subset's area (seeds 7-11 of the shipped study, two GANs
+# of 2-patient subsets), collapsed ones 0.23 (seed 6) and 0.45 (a 2-patient subset).
+SHRUNKEN_AREA_RATIO = 0.5
 
 logger = logging.getLogger(__name__)
 
@@ -169,6 +173,16 @@ def mean_nodule_area(masks: torch.Tensor) -> float:
     return float((masks == 1).sum(dim=(1, 2, 3)).double().mean()) if masks.shape[0] else float("nan")
 
 
+def shrunken_nodules(nodule_area_px: Mapping[str, float]) -> str | None:
+    """A warning when the synthetic nodules' mean area is below ``SHRUNKEN_AREA_RATIO`` of the real subset's
+    (``nodule_area_px`` as in ``gans[]``: ``train_real`` and ``train_synthetic`` in pixels), else None."""
+    real, synthetic = nodule_area_px["train_real"], nodule_area_px["train_synthetic"]
+    if not real > 0 or not synthetic < SHRUNKEN_AREA_RATIO * real:
+        return None
+    return (f"the synthetic nodules average {synthetic:.0f} px, {synthetic / real:.2f} of the real subset's "
+            f"{real:.0f} px: the GAN has most likely collapsed (see its samples/); its arms are reported as measured")
+
+
 def run_utility(
     dataset_dir: str | Path,
     utility_dir: str | Path,
@@ -234,6 +248,10 @@ def run_utility(
                                                          synthetic_per_patient, seed, device)
                 gans[-1]["nodule_area_px"] = {"train_real": mean_nodule_area(real[1]),
                                               "train_synthetic": mean_nodule_area(syn_y), "test": mean_nodule_area(test_y)}
+                warning = shrunken_nodules(gans[-1]["nodule_area_px"])
+                if warning:
+                    gans[-1]["warning"] = warning
+                    logger.warning("%d patient(s), seed %d: %s", size, seed, warning)
                 null = paste_real_nodules(*real, backgrounds, int(syn_x.shape[0]), seed)
                 for arm in arms:
                     x, y, weights = arm_data(arm, real, (syn_x, syn_y), synthetic_share, null)
@@ -280,7 +298,8 @@ def run_utility(
                               "same_steps_and_init_in_every_arm": True},
                 "dice": "nodule, over all test slices pooled; precision and recall of the nodule pixels beside it",
                 "nodule_area_px": "per GAN (gans[]): mean nodule area per slice of the real subset, the synthetic set "
-                                  "and the test set",
+                                  "and the test set; gans[].warning where the synthetic nodules average less than "
+                                  f"{SHRUNKEN_AREA_RATIO} of the subset's area (a collapsed GAN)",
                 "interval": "Student-t over seeds; gain and TSTR / TRTR paired per seed",
             },
             "runs": runs,
