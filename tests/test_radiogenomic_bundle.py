@@ -8,7 +8,7 @@ import nibabel as nib
 import numpy as np
 import pytest
 import torch
-from bundle_cases import RADIOGENOMIC, prepare_case, run_workflow, tree_hash
+from bundle_cases import RADIOGENOMIC, prepare_case, run_workflow, tree_hash, user_error
 
 from bundles.errors import BundleInputError
 from bundles.figures import plt
@@ -469,3 +469,7 @@ def test_utility_study_trains_a_gan_per_seed_on_the_subset_and_scores_four_arms(
                                            "gain_null", "gain_over_null"}
     png = plt.imread(tmp_path / "utility" / "utility.png")
     assert png.ndim == 3 and png[..., :3].std() > 0.05
+    patients = len({e["patient_id"] for e in json.loads((demo_prepared / "datalist.json").read_text())["training"]})
+    error = user_error(run_workflow, RADIOGENOMIC, "utility", "utility.json", dataset_dir=str(demo_prepared),
+                       output_dir=str(tmp_path / "out2"), sizes=[patients], seeds=[0, 1])
+    assert error.field == "sizes" and not (tmp_path / "out2").exists()  # refused before anything is written

@@ -15,6 +15,7 @@ from bundles.evaluation.utility import (
     ARMS,
     NULL_ARM,
     arm_data,
+    check_sizes_fit,
     check_study_settings,
     check_targets,
     paired_interval,
@@ -160,6 +161,10 @@ def test_patient_subsets_are_nested():
     assert len(one) == 1 and len(three) == 3 and set(one) <= set(three)
     with pytest.raises(BundleInputError):
         select_patients(patients[:3], 3, seed=0)
+    check_sizes_fit(patients[:4] * 2, [1, 3])  # slices of four patients: one is left to test on
+    with pytest.raises(BundleInputError, match="4 training patients, too few for subsets of 4") as caught:
+        check_sizes_fit(patients[:4] * 2, [1, 4])
+    assert caught.value.field == "sizes"
 
 
 def test_arms_train_the_same_number_of_steps_whatever_their_data():
@@ -265,6 +270,7 @@ def test_radiogan_utility_command_at_toy_size(tmp_path):
     error = user_error(run_workflow, RADIOGAN, "utility", "utility.json", dataset_dir=str(tmp_path / "prepared"),
                        output_dir=str(tmp_path / "out2"), sizes_per_class=[2])
     assert error.field == "sizes_per_class"  # two studies per class leave none to test on
+    assert not (tmp_path / "out2").exists()  # refused before anything is written
 
 
 @pytest.mark.slow
@@ -299,3 +305,7 @@ def test_ctstyle_utility_command_at_toy_size(tmp_path):
         assert (gan_run["content_slices"] == [style_slice]) == (gan_run["size"] == 0)
     assert plt.imread(out / "utility.png").ndim == 3
     assert {f.name for f in (out / "configs").iterdir()} == {"train.json", "prepare.json", "metadata.json", "logging.conf"}
+    # sizes the dataset cannot hold are refused before the study prepares or writes anything (not even its lock)
+    error = user_error(run_workflow, CTSTYLE, "utility", "utility.json", dataset_dir=str(tmp_path / "prepared"),
+                       output_dir=str(tmp_path / "out2"), image_size=32, sizes=[0, 3])
+    assert error.field == "sizes" and not (tmp_path / "out2").exists()

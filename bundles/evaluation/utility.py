@@ -47,6 +47,7 @@ __all__ = [
     "TARGETS",
     "arm_counts",
     "arm_data",
+    "check_sizes_fit",
     "check_study_settings",
     "check_targets",
     "numbers_panel",
@@ -131,16 +132,26 @@ def select_per_class(labels: Sequence[int], n_per_class: int, seed: int) -> list
     return sorted(int(i) for i in chosen)
 
 
+def check_sizes_fit(patients: Sequence[str], sizes: Sequence[int]) -> None:
+    """Check that subsets of every size in ``sizes`` leave at least one of ``patients`` (IDs) for testing.
+
+    Raises:
+        BundleInputError: the largest size is not below the number of distinct patients.
+    """
+    n, k = len(set(patients)), max(int(s) for s in sizes)
+    if n <= k:
+        raise BundleInputError(f"{n} training patients, too few for subsets of {k} and a held-out test patient",
+                               field="sizes", hint=f"choose sizes below {n}")
+
+
 def select_patients(patients: Sequence[str], k: int, seed: int) -> list[str]:
     """``k`` patients of ``patients`` (distinct IDs), nested across sizes for one seed; returned sorted.
 
     Raises:
         BundleInputError: fewer than ``k + 1`` patients (one must remain for testing).
     """
+    check_sizes_fit(patients, [k])
     unique = sorted(set(patients))
-    if len(unique) <= k:
-        raise BundleInputError(f"{len(unique)} training patients, too few for subsets of {k} and a held-out "
-                               "test patient", field="sizes", hint=f"choose sizes below {len(unique)}")
     order = np.random.default_rng([int(seed), 7]).permutation(len(unique))
     return sorted(unique[i] for i in order[:k])
 

@@ -45,6 +45,7 @@ from bundles.evaluation.utility import (
     NULL_ARM,
     arm_counts,
     arm_data,
+    check_sizes_fit,
     patient_splits,
     segment,
     snapshot_configs,
@@ -185,6 +186,9 @@ def run_utility(
     started = time.perf_counter(), time.process_time()
     arms = (*ARMS, NULL_ARM)  # the null arm beside the three of every study
     dataset_dir = Path(dataset_dir)
+    # the sizes against the dataset's training patients before anything is written or prepared again (the
+    # re-preparation reads the whole raw folder; it keeps the split)
+    check_sizes_fit([e["patient_id"] for e in load_datalist(dataset_dir)["training"]], sizes)
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
         train_config, prepare_config = snapshot_configs(work, train_config, prepare_config)

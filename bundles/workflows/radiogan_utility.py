@@ -154,11 +154,11 @@ def run_utility(
     pool_x, pool_y = load_images(pool)
     held = datalist["validation"]  # the prepared held-out studies join each seed's test set (may be none)
     held_x, held_y = load_images(held) if held else (pool_x[:0], pool_y[:0])
+    splits = {seed: study_splits(pool_y.tolist(), sizes_per_class, seed) for seed in seeds}  # before writing
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
         (train_config,) = snapshot_configs(work, train_config)
-        for seed in seeds:
-            subsets, rest = study_splits(pool_y.tolist(), sizes_per_class, seed)
+        for seed, (subsets, rest) in splits.items():
             test_x, test_y = torch.cat([pool_x[rest], held_x]), torch.cat([pool_y[rest], held_y])
             for size, subset in subsets.items():
                 gan_wall, gan_cpu = time.perf_counter(), time.process_time()

@@ -225,11 +225,11 @@ def run_utility(
     patients = [e["patient_id"] for e in training]
     pool_x, pool_y = _load_slices(training)
     held_x, held_y = _load_slices(datalist["validation"]) if datalist["validation"] else (pool_x[:0], pool_y[:0])
+    splits = {seed: patient_splits(patients, sizes, seed) for seed in seeds}  # sizes that do not fit: before writing
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
         (train_config,) = snapshot_configs(work, train_config)
-        for seed in seeds:
-            subsets, rest = patient_splits(patients, sizes, seed)
+        for seed, (subsets, rest) in splits.items():
             rest_idx = [i for i, p in enumerate(patients) if p in rest]
             test_x, test_y = torch.cat([pool_x[rest_idx], held_x]), torch.cat([pool_y[rest_idx], held_y])
             for size, chosen in subsets.items():
