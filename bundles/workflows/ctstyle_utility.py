@@ -83,12 +83,13 @@ def _load_pairs(entries: Sequence[Mapping]) -> tuple[torch.Tensor, torch.Tensor]
     return images, labels.long()
 
 
-def _study_dataset(dataset_dir: Path, work: Path, prepare_config: str | Path, image_size: int) -> Path:
-    """The dataset the study reads: ``dataset_dir`` itself at its own size, else the bundle's preparation
-    run again from the same raw folder and split at ``image_size`` into ``work / "prepared"``."""
-    datalist = load_datalist(dataset_dir)
+def _study_dataset(dataset_dir: Path, datalist: dict, work: Path, prepare_config: str | Path,
+                   image_size: int) -> tuple[Path, dict]:
+    """The dataset the study reads and its datalist: ``dataset_dir`` itself (``datalist``) at its own size, else
+    the bundle's preparation run again from the same raw folder and split at ``image_size`` into
+    ``work / "prepared"``."""
     if int(datalist["image_size"]) == int(image_size):
-        return dataset_dir
+        return dataset_dir, datalist
     from monai.bundle import ConfigWorkflow
 
     prepared = datalist.get("settings", {})
@@ -99,7 +100,7 @@ def _study_dataset(dataset_dir: Path, work: Path, prepare_config: str | Path, im
     workflow.initialize()
     workflow.run()
     workflow.finalize()
-    return work / "prepared"
+    return work / "prepared", load_datalist(work / "prepared")
 
 
 # --------------------------------------------------------------------------------------------- synthesis
@@ -188,12 +189,12 @@ def run_utility(
     dataset_dir = Path(dataset_dir)
     # the sizes against the dataset's training patients before anything is written or prepared again (the
     # re-preparation reads the whole raw folder; it keeps the split)
-    check_sizes_fit([e["patient_id"] for e in load_datalist(dataset_dir)["training"]], sizes)
+    given = load_datalist(dataset_dir)
+    check_sizes_fit([e["patient_id"] for e in given["training"]], sizes)
     runs, gans = [], []
     with atomic_dir(utility_dir, record=RUN_INFO, kind=KIND, setting="utility_dir") as work:
         train_config, prepare_config = snapshot_configs(work, train_config, prepare_config)
-        study_dir = _study_dataset(dataset_dir, work, prepare_config, image_size)
-        datalist = load_datalist(study_dir)
+        study_dir, datalist = _study_dataset(dataset_dir, given, work, prepare_config, image_size)
         training = list(datalist["training"])
         style_x, style_y = _load_pairs([datalist["style"]])
         pool_x, pool_y = _load_pairs(training)
