@@ -1,8 +1,11 @@
-"""Tiny, fast settings of each bundle's real configs, and the in-process way to run a bundle command.
+"""Each bundle at toy size, found by its folder, and the in-process way to run a bundle command.
 
-``run_workflow`` runs a config's run id as ``python -m monai.bundle run`` does (MONAI's ``ConfigWorkflow``:
-initialize, run, finalize), in this process, so most tests avoid the ~5 s of imports a CLI process costs;
-``user_error`` passes an exception through the same error boundary the CLI uses. A few tests run the real CLI.
+A bundle's toy settings live in its own ``configs/toy.json`` (``demo_cohort``: the demo cohort writer's arguments;
+one entry of overrides per run id), so the tests that serve every bundle list none: :data:`CASES` holds every
+folder ``<name>_bundle/`` with ``configs/metadata.json`` and ``scripts/``. ``run_workflow`` runs a config's run id as
+``python -m monai.bundle run`` does (MONAI's ``ConfigWorkflow``: initialize, run, finalize), in this process, so
+most tests avoid the ~5 s of imports a CLI process costs; ``user_error`` passes an exception through the same
+error boundary the CLI uses. A few tests run the real CLI.
 """
 
 from __future__ import annotations
@@ -11,44 +14,60 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import subprocess
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 
 import pytest
 
+from gan_core.bundle import activate, find_bundles
+
 REPO = Path(__file__).resolve().parents[1]
 
 ERROR_LINE = re.compile(r"^error: .+: .+ -> .+")
+# what a copy of a bundle folder leaves out: the demo's data and results, exports, byte code
+NOT_COPIED = shutil.ignore_patterns("data", "outputs", "models", "large_files.yml", "__pycache__", ".*.lock")
 
 
-@dataclass
+@dataclass(frozen=True)
 class BundleCase:
-    """A bundle run at toy size: its raw demo cohort is written by ``make_raw(dir)``.
+    """A bundle folder run at toy size (``configs/toy.json``)."""
 
-    ``prepare`` holds preparation overrides, ``train`` training overrides (network and loop at toy size).
-    """
+    root: Path
 
-    name: str
-    make_raw: Callable[[Path], Path]
-    prepare: dict = field(default_factory=dict)
-    train: dict = field(default_factory=dict)
+    @property
+    def name(self) -> str:
+        return self.root.name.removesuffix("_bundle")
 
     @property
     def configs(self) -> Path:
-        return REPO / f"{self.name}_bundle" / "configs"
+        return self.root / "configs"
 
-    @property
-    def root(self) -> Path:
-        return REPO / f"{self.name}_bundle"
+    @cached_property
+    def toy(self) -> dict:
+        return json.loads((self.configs / "toy.json").read_text())
+
+    def make_raw(self, path: Path) -> Path:
+        """Write the bundle's demo cohort at toy size into ``path``."""
+        activate(self.root)
+        from scripts.demo_cohort import write_demo_cohort
+
+        return write_demo_cohort(path, **self.toy["demo_cohort"])
 
     def prepare_settings(self, raw_dir: Path, dataset_dir: Path) -> dict:
-        return {"raw_dir": str(raw_dir), "dataset_dir": str(dataset_dir), **self.prepare}
+        return {"raw_dir": str(raw_dir), "dataset_dir": str(dataset_dir), **self.toy["preparation"]}
 
     def train_settings(self, dataset_dir: Path, output_dir: Path) -> dict:
-        return {"dataset_dir": str(dataset_dir), "output_dir": str(output_dir), **self.train}
+        return {"dataset_dir": str(dataset_dir), "output_dir": str(output_dir), **self.toy["training"]}
+
+    def copy_to(self, folder: Path) -> BundleCase:
+        """A copy of the bundle folder (configs, scripts, docs; no data, outputs or models) as ``folder``."""
+        shutil.copytree(self.root, folder, ignore=NOT_COPIED)
+        return BundleCase(Path(folder).resolve())
 
     def cli(self, run_id: str, config_files: list[str], settings: dict, *extra: str) -> list[str]:
         """A ``python -m monai.bundle run`` command line with every setting as an override."""
@@ -60,44 +79,7 @@ class BundleCase:
         return command + list(extra)
 
 
-def radiogan_raw(path: Path) -> Path:
-    from bundles.phantoms.pet import write_pet_cohort
-
-    return write_pet_cohort(path, subjects=10, seed=3, shape=(12, 8, 40))
-
-
-def ctstyle_raw(path: Path) -> Path:
-    from bundles.phantoms.ctseg import write_ctseg_cohort
-
-    return write_ctseg_cohort(path, subjects=4, slices_per_subject=2, size=32, seed=1)
-
-
-def radiogenomic_raw(path: Path) -> Path:
-    from bundles.phantoms.nsclc import write_nsclc_cohort
-
-    return write_nsclc_cohort(path, subjects=4, seed=0, n_genes=40, size=128, workers=1)
-
-
-RADIOGENOMIC = BundleCase(
-    "radiogenomic", radiogenomic_raw,
-    prepare={"image_size": 32},
-    train={"network#base_channels": 4, "d_channels": 4, "network#hidden": 16, "sample_every_n_epochs": 1,
-           "train#dataloader#batch_size": 4},
-)
-RADIOGAN = BundleCase(
-    "radiogan", radiogan_raw,
-    prepare={"image_size": [24, 40], "heldout_per_class": 1},
-    train={"network#channels": [8, 4, 4], "d_channels": [4] * 8, "train#dataloader#batch_size": 2,
-           "sample_every_n_epochs": 1},
-)
-CTSTYLE = BundleCase(
-    "ctstyle", ctstyle_raw,
-    prepare={"image_size": 32},
-    train={"loss_size": 32, "network#base_channels": 4, "network#num_levels": 3, "network#max_channels": 8,
-           "d_base_channels": 4, "d_num_layers": 2, "d_max_channels": 8},
-)
-
-CASES = [RADIOGENOMIC, RADIOGAN, CTSTYLE]
+CASES = [BundleCase(folder) for folder in find_bundles(REPO)]
 CASE_BY_NAME = {case.name: case for case in CASES}
 
 
@@ -131,7 +113,7 @@ def run_workflow(case: BundleCase, run_id: str, config_files: str | list[str], *
 
 def user_error(call: Callable, *args, **kwargs):
     """Call, expect a user-fixable error, and return what the CLI's error boundary prints (one line)."""
-    from bundles.errors import as_input_error
+    from gan_core.errors import as_input_error
 
     with pytest.raises(Exception) as caught:  # noqa: B017 - the boundary decides which exceptions are the user's
         call(*args, **kwargs)

@@ -6,8 +6,8 @@ import pytest
 import torch
 from ignite.engine import Engine
 
-from bundles.engines.averaging import GeneratorAverage, average_beta, averaged_copy
-from bundles.models import NetworkRecord, read_model
+from gan_core.engines.averaging import GeneratorAverage, average_beta, averaged_copy
+from gan_core.models import NetworkRecord, read_model
 
 
 def test_average_beta_halves_an_iterations_weight_every_half_life():
@@ -42,8 +42,8 @@ def test_generator_average_updates_parameters_and_copies_buffers():
     assert average[1].running_mean.item() == 30.0  # buffers: the last state's
 
 
-def test_read_model_prefers_the_average(tmp_path):
-    record = NetworkRecord({"builder": "bundles.networks.radiogan.RadioGANGenerator", "channels": [4]})
+def test_read_model_prefers_the_average(tmp_path, toy_bundle):
+    record = NetworkRecord({"builder": "scripts.networks.TinyGenerator", "latent": 3})
     generator = record.build()
     average = averaged_copy(generator)
     with torch.no_grad():

@@ -2,8 +2,8 @@
 
 import pytest
 
-from bundles.config import as_flag
-from bundles.errors import BundleInputError
+from gan_core.config import as_flag
+from gan_core.errors import BundleInputError
 
 
 @pytest.mark.parametrize("value", [True, 1, "true", "True", "1", "yes", " on "])

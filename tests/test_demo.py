@@ -30,8 +30,9 @@ def test_a_demo_run_of_another_recipe_is_trained_anew_and_nothing_else_is_touche
     _finished_training(out)
     (out / "evaluation").mkdir()
     (out / "evaluation" / "metrics.json").write_text("{}")
-    recipe = demo.training_recipe(REPO / "radiogan_bundle", ["--objective", "paper"])
-    assert recipe["overrides"] == ["--objective", "paper"] and recipe["version"].count(".") == 2
+    root = demo.BUNDLES[sorted(demo.BUNDLES)[0]]
+    recipe = demo.training_recipe(root, ["train.json", "train_variant.json"], ["--train#trainer#max_epochs", "2"])
+    assert recipe["configs"] == ["train.json", "train_variant.json"] and recipe["version"].count(".") == 2
 
     demo.forget_stale_training(out, recipe)  # trained before recipes were recorded: stale
     assert sorted(p.name for p in out.iterdir()) == ["evaluation"]
@@ -61,7 +62,7 @@ def test_a_demo_dataset_of_another_version_is_prepared_anew_and_a_dataset_of_you
     monkeypatch.setattr(demo, "run", prepare)
     demo.step_prepare(root)  # first demo: prepared, recorded
     out = root / "outputs"
-    demo.forget_stale_training(out, demo.training_recipe(root, []))
+    demo.forget_stale_training(out, demo.training_recipe(root, ["train.json"], []))
     demo.step_prepare(root)  # same version: kept
     assert len(preparations) == 1 and str(out) in json.loads(demo.MANIFEST.read_text())["trainings"]
 
@@ -78,3 +79,13 @@ def test_a_demo_dataset_of_another_version_is_prepared_anew_and_a_dataset_of_you
     (mine / "data" / "prepared" / "datalist.json").write_text("my dataset")
     demo.step_prepare(mine)  # a dataset the demo did not write: used as it is
     assert len(preparations) == 2 and (mine / "data" / "prepared" / "datalist.json").read_text() == "my dataset"
+
+
+def test_a_bundles_trainings_are_train_json_and_each_overlay_beside_it(demo, tmp_path):
+    root = tmp_path / "x_bundle"
+    (root / "configs").mkdir(parents=True)
+    for name in ("train.json", "multi_gpu_train.json", "train_baseline.json", "train_ablation.json", "export.json"):
+        (root / "configs" / name).write_text("{}")
+    assert demo.variants(root) == ["", "ablation", "baseline"]  # multi-GPU training is an overlay of another kind
+    assert demo._files("export", "baseline") == ["export.json", "export_baseline.json"]
+    assert demo._files("train", "") == ["train.json"]

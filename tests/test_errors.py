@@ -6,9 +6,9 @@ import subprocess
 import sys
 
 import pytest
-from bundle_cases import ENV, ERROR_LINE, REPO
+from bundle_cases import CASES, ENV, ERROR_LINE, REPO
 
-from bundles.errors import BundleInputError, as_input_error, find_input_error
+from gan_core.errors import BundleInputError, as_input_error, find_input_error
 
 
 def test_message_names_file_field_and_hint():
@@ -48,7 +48,9 @@ def test_every_user_error_in_the_code_names_a_place_and_what_to_do():
     """Each BundleInputError raised by the library and tools has a file or setting and a hint, so the CLI line
     always has the `<where>: <what> -> <what to do>` form."""
     missing = []
-    for path in sorted([*(REPO / "bundles").rglob("*.py"), *(REPO / "tools").rglob("*.py")]):
+    files = [*(REPO / "gan_core").rglob("*.py"), *(REPO / "tools").rglob("*.py")]
+    files += [path for case in CASES for path in (case.root / "scripts").rglob("*.py")]
+    for path in sorted(files):
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Call) and getattr(node.func, "id", None) == "BundleInputError":
                 keywords = {k.arg for k in node.keywords}
@@ -62,7 +64,7 @@ def test_bundle_cli_prints_one_clear_line_for_a_missing_checkpoint(tmp_path):
     missing = tmp_path / "nowhere.pt"
     result = subprocess.run(
         [sys.executable, "-m", "monai.bundle", "run", "inference", "--config_file",
-         str(REPO / "radiogan_bundle" / "configs" / "inference.json"), "--ckpt_path", str(missing),
+         str(CASES[0].configs / "inference.json"), "--ckpt_path", str(missing),
          "--output_dir", str(tmp_path)],
         cwd=REPO, env=ENV, capture_output=True, text=True, timeout=120,
     )
@@ -72,12 +74,16 @@ def test_bundle_cli_prints_one_clear_line_for_a_missing_checkpoint(tmp_path):
     assert "Traceback" not in result.stderr
 
 
-def test_a_network_setting_the_network_refuses_is_named_in_the_error():
-    from bundles.models import build_network
+def test_a_network_setting_the_network_refuses_is_named_in_the_error(toy_bundle):
+    from gan_core.models import build_network
 
     with pytest.raises(BundleInputError) as caught:
-        build_network({"builder": "bundles.networks.radiogan.RadioGANGenerator", "upsample": "bogus"})
-    assert caught.value.field == "network#upsample" and "resize" in str(caught.value)
+        build_network({"builder": "scripts.networks.TinyGenerator", "mode": "bogus"})
+    assert caught.value.field == "network#mode" and "linear or tanh" in str(caught.value)
     with pytest.raises(BundleInputError) as caught:
-        build_network({"builder": "bundles.networks.radiogan.RadioGANGenerator", "no_such_argument": 1})
+        build_network({"builder": "scripts.networks.TinyGenerator", "no_such_argument": 1})
     assert caught.value.field == "network#no_such_argument"
+    for builder in ("scripts.networks.NoSuchGenerator", "bundles.networks.radiogan.RadioGANGenerator", "os.system"):
+        with pytest.raises(BundleInputError) as caught:  # another bundle's, an earlier version's, arbitrary code
+            build_network({"builder": builder})
+        assert caught.value.field == "network#builder"

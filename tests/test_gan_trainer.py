@@ -8,13 +8,13 @@ import torch
 from ignite.engine import Events
 from torch.utils.data import DataLoader
 
-from bundles.engines.averaging import GeneratorAverage, averaged_copy
-from bundles.engines.gan_trainer import AdversarialTrainer
-from bundles.engines.handlers import AtomicCheckpointSaver, CheckpointResumer, SampleGridSaver
-from bundles.engines.sampling import ResumableSampler
-from bundles.errors import BundleInputError
-from bundles.figures import plt
-from bundles.models import load_checkpoint
+from gan_core.engines.averaging import GeneratorAverage, averaged_copy
+from gan_core.engines.gan_trainer import AdversarialTrainer
+from gan_core.engines.handlers import AtomicCheckpointSaver, CheckpointResumer, SampleGridSaver
+from gan_core.engines.sampling import ResumableSampler
+from gan_core.errors import BundleInputError
+from gan_core.figures import plt
+from gan_core.models import load_checkpoint
 
 
 class TinyGenerator(torch.nn.Module):
@@ -188,7 +188,7 @@ def test_a_tensor_file_is_not_a_checkpoint(tmp_path):
 
 
 def test_loss_history_survives_a_cut_line_and_keeps_the_latest_redo(tmp_path):
-    from bundles.engines.handlers import LossHistory, read_loss_history
+    from gan_core.engines.handlers import LossHistory, read_loss_history
 
     trainer, _ = make_trainer(tmp_path, max_epochs=1)
     LossHistory(str(tmp_path)).attach(trainer)

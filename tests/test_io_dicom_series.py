@@ -1,4 +1,4 @@
-"""bundles.io.dicom_series: round trip, agreement with MONAI's ITKReader, and each bad-input case."""
+"""gan_core.io.dicom_series: round trip, agreement with MONAI's ITKReader, and each bad-input case."""
 
 from pathlib import Path
 
@@ -8,8 +8,8 @@ import pytest
 from monai.data import MetaTensor
 from monai.transforms import LoadImage
 
-from bundles.errors import BundleInputError
-from bundles.io.dicom_series import read_series, write_series
+from gan_core.errors import BundleInputError
+from gan_core.io.dicom_series import read_series, write_series
 
 AXIAL = np.array([[-0.7, 0, 0, 12.0], [0, -0.8, 0, -30.0], [0, 0, 2.5, 40.0], [0, 0, 0, 1]])
 # Sagittal-like, with the slice step against the normal: the reader must re-sort the slices.

@@ -7,9 +7,9 @@ import numpy as np
 import pytest
 import torch
 
-from bundles.errors import BundleInputError
-from bundles.evaluation.features import VGGExtractor, get_extractor, list_extractors
-from bundles.evaluation.metrics import (
+from gan_core.errors import BundleInputError
+from gan_core.evaluation.features import VGGExtractor, get_extractor, list_extractors
+from gan_core.evaluation.metrics import (
     MS_SSIM_MIN_SIDE,
     RESULT_KEYS,
     SampleSets,

@@ -1,18 +1,17 @@
 """Operations on every bundle's real configs at toy size, through the real command line: MLflow server tracking,
-the export step and MONAI's ckpt_export from models/model.pt, torchrun multi-process training, and a SIGKILL in the
-middle of a checkpoint write followed by a resume that reproduces the uninterrupted run exactly.
+the bundle's export step and MONAI's ckpt_export from models/model.pt, torchrun multi-process training, and a
+SIGKILL in the middle of a checkpoint write followed by a resume that reproduces the uninterrupted run exactly.
 
 Each CLI process pays MONAI's eager imports (~15 s of CPU on the CI machine), so only the steps whose point is a
 separate process run as one (the killed training, torchrun, the tracked training, MONAI's ckpt_export); the
-dataset, the export tool's main and the SIGKILL test's reference and resumed runs run in this process, as the CLI
+dataset, the export step and the SIGKILL test's reference and resumed runs run in this process, as the CLI
 runs them."""
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
-import runpy
-import shutil
 import signal
 import socket
 import subprocess
@@ -24,12 +23,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from bundle_cases import CASES, ENV, REPO, prepare_case, run, run_workflow, user_error
+import yaml
+from bundle_cases import CASES, ENV, REPO, BundleCase, prepare_case, run, run_workflow, user_error
 
-from bundles.engines.handlers import read_loss_history
-from bundles.errors import BundleInputError
-from bundles.export import export_model
-from bundles.models import load_checkpoint
+from gan_core.engines.handlers import read_loss_history
+from gan_core.errors import BundleInputError
+from gan_core.export import export_model
+from gan_core.models import load_checkpoint
 
 pytestmark = pytest.mark.slow
 
@@ -124,22 +124,23 @@ def test_mlflow_server_receives_losses_learning_rates_params_config_and_sample_g
     assert grids and all(p.endswith(".png") for p in grids)
 
 
-def test_export_then_ckpt_export_and_the_export_tool_work_from_models_model_pt(tracked_run, tmp_path, capsys):
+def test_the_export_step_then_monai_ckpt_export_work_from_models_model_pt(tracked_run, tmp_path):
     bundle_case, settings, _ = tracked_run
-    bundle = tmp_path / bundle_case.root.name
-    shutil.copytree(bundle_case.root, bundle, ignore=shutil.ignore_patterns("data", "outputs", "models"))
+    bundle = bundle_case.copy_to(tmp_path / bundle_case.root.name).root
     ckpt = Path(settings["output_dir"]) / "checkpoints" / "checkpoint_latest.pt"
-    export_tool = runpy.run_path(str(REPO / "tools" / "export.py"), run_name="export_tool")  # its main, in-process
-    export_tool["main"](["--bundle", str(bundle), "--ckpt", str(ckpt)])
-    printed = capsys.readouterr().out
-    assert "TorchScript" in printed and "ONNX" in printed
+    copy = BundleCase(bundle)
+    run_workflow(copy, "export", "export.json", ckpt_path=str(ckpt))  # the bundle's own step, in-process
     report = json.loads((bundle / "models" / "model_export.json").read_text())
     assert report["torchscript_max_abs_diff"] <= 1e-5 and report["onnx_max_abs_diff"] <= 1e-4
     record = json.loads((bundle / "models" / "model.json").read_text())
-    assert record["network"]["builder"].startswith("bundles.networks.") and record["bundle"] == bundle.name
+    assert record["network"]["builder"].startswith("scripts.networks.") and record["bundle"] == bundle.name
+    listed = yaml.safe_load((bundle / "large_files.yml").read_text())["large_files"]
+    assert {e["path"] for e in listed} == {f"models/model{s}" for s in (".pt", ".json", ".ts", ".onnx")}
+    for entry in listed:
+        assert entry["hash_val"] == hashlib.sha256((bundle / entry["path"]).read_bytes()).hexdigest()
     # a second export is refused without --overwrite; exporting models/model.pt itself re-creates TorchScript only
     before = (bundle / "models" / "model.pt").read_bytes()
-    with pytest.raises(BundleInputError, match="pass --overwrite to replace it"):
+    with pytest.raises(BundleInputError, match="pass --overwrite true to replace it"):
         export_model(bundle, ckpt, onnx=False)
     export_model(bundle, bundle / "models" / "model.pt", onnx=False)
     assert (bundle / "models" / "model.pt").read_bytes() == before
@@ -160,6 +161,7 @@ def _example_inputs(bundle: Path):
     from monai.bundle import ConfigParser
 
     parser = ConfigParser()
+    parser.read_meta(bundle / "configs" / "metadata.json")
     parser.read_config(bundle / "configs" / "inference.json")
     parser["bundle_root"] = str(bundle)
     torch.manual_seed(1)
@@ -194,8 +196,8 @@ def test_torchrun_two_processes_train_on_disjoint_shards(case, tmp_path):
 KILL_DRIVER = """
 import json, os, signal, sys
 from monai.bundle import ConfigWorkflow
-import bundles.engines.handlers as handlers
-from bundles.fileio import atomic_path
+import gan_core.engines.handlers as handlers
+from gan_core.fileio import atomic_path
 config_file, kill_at, settings = sys.argv[1], int(sys.argv[2]), json.loads(sys.argv[3])
 workflow = ConfigWorkflow(config_file=config_file, workflow_type=None, run_id="training", **settings)
 for handler in workflow.parser["train"]["handlers"]:

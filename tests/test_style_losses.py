@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from bundles.losses.style import (
+from gan_core.losses import (
     content_distances,
     discriminator_bce,
     downsample_masks,
@@ -16,7 +16,7 @@ from bundles.losses.style import (
     style_distances,
     total_variation,
 )
-from bundles.networks.vgg import VGG19Features
+from gan_core.vgg import VGG19Features
 
 
 def two_by_two(values):

@@ -5,7 +5,7 @@ import pytest
 import torch
 from monai.data import MetaTensor
 
-from bundles.transforms.intensity import HU_MAX, HU_MIN, ClipHU, ClipHUd, ScaleHU, ScaleHUd, hu_from_scaled
+from gan_core.transforms import HU_MAX, HU_MIN, ClipHU, ClipHUd, ScaleHU, ScaleHUd, hu_from_scaled
 
 
 def _ct(values, affine=None):

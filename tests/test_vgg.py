@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from bundles.errors import BundleInputError
-from bundles.networks.vgg import LAYER_INDEX, VGG19Features, vgg19_state_dict_shapes
+from gan_core.errors import BundleInputError
+from gan_core.vgg import LAYER_INDEX, VGG19Features, vgg19_state_dict_shapes
 
 
 def torchvision_layout_state_dict(seed: int = 1) -> dict[str, torch.Tensor]:

@@ -17,8 +17,8 @@ from pathlib import Path
 import torch
 from monai.bundle import ConfigParser
 
-from bundles import bundle_names
-from bundles.errors import run_tool
+from gan_core.bundle import find_bundles
+from gan_core.errors import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,13 +35,14 @@ def images_per_second(net, inputs, repeats: int) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundles", nargs="+", default=bundle_names())
+    parser.add_argument("--bundles", nargs="+", default=[b.name.removesuffix("_bundle") for b in find_bundles(REPO)])
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=20)
     args = parser.parse_args()
     print(f"{'bundle':13s} {'eager img/s':>11s} {'ts img/s':>9s} {'ts/eager':>8s}")
     for bundle in args.bundles:
         config = ConfigParser()
+        config.read_meta(REPO / f"{bundle}_bundle" / "configs" / "metadata.json")
         config.read_config(REPO / f"{bundle}_bundle" / "configs" / "inference.json")
         config["bundle_root"] = str(REPO / f"{bundle}_bundle")
         torch.manual_seed(0)

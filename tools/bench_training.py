@@ -27,16 +27,18 @@ from ignite.engine import Engine
 from monai.bundle import ConfigParser
 from torch.utils.flop_counter import FlopCounterMode
 
-from bundles import bundle_names
-from bundles.engines.gan_trainer import AMP_DTYPES
-from bundles.errors import run_tool
+from gan_core.bundle import find_bundles
+from gan_core.engines.gan_trainer import AMP_DTYPES
+from gan_core.errors import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def build_trainer(bundle: str, overrides: dict):
     parser = ConfigParser()
+    parser.read_meta(REPO / f"{bundle}_bundle" / "configs" / "metadata.json")
     parser.read_config(REPO / f"{bundle}_bundle" / "configs" / "train.json")
+    parser["bundle_root"] = str(REPO / f"{bundle}_bundle")
     for key, value in overrides.items():
         parser[key] = value
     # benchmarks measure the loop, not the side effects of the demo's handlers
@@ -109,7 +111,7 @@ def bench_bundle(bundle: str, iterations: int, overrides: dict, amp_dtype: str |
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundles", nargs="+", default=bundle_names())
+    parser.add_argument("--bundles", nargs="+", default=[b.name.removesuffix("_bundle") for b in find_bundles(REPO)])
     parser.add_argument("--iterations", type=int, default=20)
     parser.add_argument("--override", nargs="*", default=[], help="config overrides key=value (JSON values)")
     parser.add_argument("--amp", choices=sorted(AMP_DTYPES), default=None,

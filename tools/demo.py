@@ -1,21 +1,24 @@
 """`make demo`: prepare, train, export, infer and evaluate every bundle on its built-in demo cohort.
 
-Runs the commands the README documents, one bundle after another, on the demo path: each bundle's own default
-folders (``<bundle>/data/raw``, ``<bundle>/data/prepared``, ``<bundle>/outputs``, ``<bundle>/models``). Run twice, it
-says for every step what it does with what is already there:
+Runs the commands the README documents, for every bundle folder beside this tool's folder (``*/configs/metadata.json``
+with ``scripts/``), one bundle after another, on the demo path: each bundle's own default folders
+(``<bundle>/data/raw``, ``<bundle>/data/prepared``, ``<bundle>/outputs``, ``<bundle>/models``). A bundle's steps:
+``preparation``; ``training`` then ``export``; for every training overlay ``configs/train_<variant>.json`` (radiogenomic's
+MC-GAN baseline), that training and ``export`` with ``configs/export_<variant>.json``; ``inference``; ``evaluation``.
+Run twice, it says for every step what it does with what is already there:
 
 - preparation: a demo dataset this tool prepared is kept, unless another version of the bundle prepared it: then it
   is prepared anew (a dataset the demo did not write is used as it is, never replaced);
 - training: a demo run this tool started is resumed (a finished one trains nothing more), unless it was trained by
   another version of the bundle, with other demo settings or on a dataset since prepared anew: then the demo's own
   run is trained anew;
-- export: models/<name>.pt is replaced only if this tool wrote it; a model of yours there stops the demo;
+- export: models/<name>.* is replaced only if this tool wrote it; a model of yours there stops the demo;
 - inference and evaluation: replace their own earlier outputs.
 
 Everything the demo creates is listed in ``.demo_outputs.json`` at the repository root; ``make clean-outputs``
 (``python tools/demo.py --clean``) removes exactly those paths, nothing else.
 
-    python tools/demo.py [--bundles radiogenomic radiogan ctstyle] [--epochs N] [--clean]
+    python tools/demo.py [--bundles NAME ...] [--epochs N] [--list] [--clean]
 """
 
 from __future__ import annotations
@@ -29,11 +32,13 @@ import sys
 import time
 from pathlib import Path
 
-from bundles import bundle_names
-from bundles.runs import TRAINING_OUTPUTS
+from monai.bundle import ConfigParser
+
+from gan_core.bundle import find_bundles
+from gan_core.runs import TRAINING_OUTPUTS
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLES = bundle_names()
+BUNDLES = {folder.name.removesuffix("_bundle"): folder for folder in find_bundles(REPO)}
 MANIFEST = REPO / ".demo_outputs.json"
 
 
@@ -85,8 +90,8 @@ def run(command: list[str]) -> None:
         sys.exit(result.returncode)
 
 
-def bundle_run(run_id: str, config: Path, *overrides: str) -> list[str]:
-    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", str(config), *overrides]
+def bundle_run(run_id: str, config: str, *overrides: str) -> list[str]:
+    return [sys.executable, "-m", "monai.bundle", "run", run_id, "--config_file", config, *overrides]
 
 
 def bundle_version(root: Path) -> str:
@@ -110,7 +115,7 @@ def step_prepare(root: Path) -> None:
     for path in (root / "data" / "raw", dataset):
         claim(path)
     print(f"\n[preparation] demo path: writing the demo cohort into {root / 'data' / 'raw'} if missing, then {dataset}")
-    run(bundle_run("preparation", configs / "prepare.json"))
+    run(bundle_run("preparation", str(configs / "prepare.json")))
     manifest = _manifest()
     manifest["preparations"][str(dataset)] = recipe
     # the demo's trainings of this bundle learnt from the dataset that was just replaced: train them anew
@@ -118,9 +123,10 @@ def step_prepare(root: Path) -> None:
     _save(manifest)
 
 
-def training_recipe(root: Path, overrides: list[str]) -> dict:
-    """What a demo training depends on besides the data: the bundle's version and the demo's overrides."""
-    return {"version": bundle_version(root), "overrides": overrides}
+def training_recipe(root: Path, configs: list[str], overrides: list[str]) -> dict:
+    """What a demo training depends on besides the data: the bundle's version, its config files and the demo's
+    overrides."""
+    return {"version": bundle_version(root), "configs": configs, "overrides": overrides}
 
 
 def forget_stale_training(output_dir: Path, recipe: dict) -> None:
@@ -129,10 +135,11 @@ def forget_stale_training(output_dir: Path, recipe: dict) -> None:
     ``recipe`` for it."""
     trained = _manifest()["trainings"].get(str(output_dir))
     if (output_dir / "checkpoints" / "checkpoint_latest.pt").is_file() and trained != recipe:
-        was = f"version {trained['version']} with {trained['overrides']}" if trained else "an earlier demo"
+        was = f"version {trained['version']} with {trained.get('configs')} {trained['overrides']}" if trained else \
+            "an earlier demo"
         print(f"\n[training] the demo run in {output_dir} was trained by {was}, not by version {recipe['version']} "
-              f"with {recipe['overrides']}: training it anew (its own checkpoints, samples, losses and MLflow store "
-              "are removed)")
+              f"with {recipe['configs']} {recipe['overrides']}: training it anew (its own checkpoints, samples, losses "
+              "and MLflow store are removed)")
         for name in TRAINING_OUTPUTS:
             _remove(output_dir / name)
     manifest = _manifest()
@@ -140,56 +147,77 @@ def forget_stale_training(output_dir: Path, recipe: dict) -> None:
     _save(manifest)
 
 
-def step_train(root: Path, output_dir: Path, epochs: int | None, *overrides: str) -> None:
+def config_values(root: Path, files: list[str], *keys: str) -> list:
+    """The values of ``keys`` in the bundle's merged config ``files`` (paths resolved for ``root``)."""
+    parser = ConfigParser()
+    parser.read_meta(root / "configs" / "metadata.json")
+    parser.read_config([str(root / "configs" / f) for f in files])
+    parser["bundle_root"] = str(root)
+    return [parser.get_parsed_content(key) for key in keys]
+
+
+def variants(root: Path) -> list[str]:
+    """The training variants of a bundle: "" (train.json) and each ``<v>`` of an overlay ``train_<v>.json``."""
+    overlays = sorted(path.stem.removeprefix("train_") for path in (root / "configs").glob("train_*.json"))
+    return ["", *overlays]
+
+
+def _files(step: str, variant: str) -> list[str]:
+    return [f"{step}.json"] + ([f"{step}_{variant}.json"] if variant else [])
+
+
+def _config_argument(files: list[str], root: Path) -> str:
+    paths = [str(root / "configs" / f) for f in files]
+    return paths[0] if len(paths) == 1 else json.dumps(paths)
+
+
+def step_train(root: Path, variant: str, epochs: int | None) -> None:
+    files = _files("train", variant)
+    (output_dir,) = config_values(root, files, "output_dir")
+    output_dir = Path(output_dir)
     checkpoint = output_dir / "checkpoints" / "checkpoint_latest.pt"
     if not claim(output_dir):
         sys.exit(f"error: {output_dir}: holds a training this demo did not start -> move it away, or run the "
                  "bundle's commands yourself with another --output_dir")
-    forget_stale_training(output_dir, training_recipe(root, list(overrides)))  # more epochs: resumed, not stale
-    extra = [*overrides, "--output_dir", str(output_dir)]
-    if epochs is not None:
-        extra += ["--train#trainer#max_epochs", str(epochs)]
+    forget_stale_training(output_dir, training_recipe(root, files, []))  # more epochs: resumed, not stale
+    extra = [] if epochs is None else ["--train#trainer#max_epochs", str(epochs)]
     if checkpoint.is_file():
         print(f"\n[training] resuming the demo run in {output_dir} (a finished run trains nothing more)")
         extra += ["--resume", "true"]
     else:
         print(f"\n[training] new demo run in {output_dir}")
-    run(bundle_run("training", root / "configs" / "train.json", *extra))
+    run(bundle_run("training", _config_argument(files, root), *extra))
 
 
-def step_export(root: Path, checkpoint: Path, name: str) -> None:
-    models = root / "models"
+def step_export(root: Path, variant: str) -> None:
+    files = _files("export", variant)
+    name, models_dir, source = config_values(root, files, "name", "models_dir", "ckpt_path")
+    models = Path(models_dir)
     targets = [models / f"{name}{suffix}" for suffix in (".pt", ".json", ".ts", ".onnx")] + [models / f"{name}_export.json"]
     existed = targets[0].exists()
     owned = [claim(path) for path in targets]
     if not all(owned):
-        sys.exit(f"error: {models / (name + '.pt')}: holds a model this demo did not export -> move it away to run "
-                 "the demo")
+        sys.exit(f"error: {targets[0]}: holds a model this demo did not export -> move it away to run the demo")
+    claim(root / "large_files.yml")  # rewritten by every export, listing the files of models/
     what = "replacing the demo's own earlier export" if existed else "new export"
-    print(f"\n[export] {checkpoint} -> {models / (name + '.pt')} ({what})")
-    run([sys.executable, str(REPO / "tools" / "export.py"), "--bundle", str(root), "--ckpt", str(checkpoint),
-         "--name", name, "--overwrite"])
+    print(f"\n[export] {source} -> {targets[0]} ({what})")
+    run(bundle_run("export", _config_argument(files, root), "--overwrite", "true"))
 
 
 def step_output(root: Path, run_id: str, config: str, folder: Path) -> None:
     claim(folder)
     what = "replacing its own earlier output" if folder.exists() else "new output"
     print(f"\n[{run_id}] {folder} ({what})")
-    run(bundle_run(run_id, root / "configs" / config))
+    run(bundle_run(run_id, str(root / "configs" / config)))
 
 
-def demo_bundle(name: str, epochs: int | None) -> None:
-    root = REPO / f"{name}_bundle"
-    outputs = root / "outputs"
+def demo_bundle(root: Path, epochs: int | None) -> None:
     step_prepare(root)
-    step_train(root, outputs, epochs)
-    step_export(root, outputs / "checkpoints" / "checkpoint_latest.pt", "model")
-    if name == "radiogenomic":  # the paper's MC-GAN baseline (its own objective), for Table 1 and Fig. 4
-        baseline = outputs / "baseline"
-        step_train(root, baseline, epochs, "--network#model_type", "baseline", "--objective", "paper")
-        step_export(root, baseline / "checkpoints" / "checkpoint_latest.pt", "baseline_model")
-    step_output(root, "inference", "inference.json", outputs / "inference")
-    step_output(root, "evaluation", "evaluate.json", outputs / "evaluation")
+    for variant in variants(root):
+        step_train(root, variant, epochs)
+        step_export(root, variant)
+    step_output(root, "inference", "inference.json", root / "outputs" / "inference")
+    step_output(root, "evaluation", "evaluate.json", root / "outputs" / "evaluation")
 
 
 def clean() -> None:
@@ -212,21 +240,26 @@ def clean() -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--bundles", nargs="+", choices=BUNDLES, default=list(BUNDLES))
+    parser.add_argument("--bundles", nargs="+", choices=sorted(BUNDLES), default=sorted(BUNDLES))
     parser.add_argument("--epochs", type=int, default=None, help="override each demo config's epoch count")
+    parser.add_argument("--list", action="store_true", help="print the bundles and their training variants, and stop")
     parser.add_argument("--clean", action="store_true", help="remove what earlier demo runs created, and stop")
     args = parser.parse_args()
+    if args.list:
+        for name in args.bundles:
+            print(f"{name}: {BUNDLES[name]} (trainings: {', '.join(v or 'train' for v in variants(BUNDLES[name]))})")
+        return
     if args.clean:
         clean()
         return
     summary = []
     for name in args.bundles:
         start = time.time()
-        demo_bundle(name, args.epochs)
+        demo_bundle(BUNDLES[name], args.epochs)
         summary.append((name, time.time() - start))
     print("\nDemo finished. Results:")
     for name, seconds in summary:
-        root = REPO / f"{name}_bundle"
+        root = BUNDLES[name]
         print(f"  {name:13s} {seconds / 60:5.1f} min")
         for folder in (root / "outputs", root / "outputs" / "inference", root / "outputs" / "evaluation", root / "models"):
             if folder.exists():

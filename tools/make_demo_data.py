@@ -1,61 +1,71 @@
-"""Write the demo cohorts in real file formats (deterministic for a seed).
+"""Write a bundle's demo cohort in its real file formats (deterministic for a seed), outside the demo path.
 
-    python tools/make_demo_data.py --cohort {nsclc,pet,ctseg,all} --out DIR [--subjects N] [--seed S] [--genes G]
-        [--gene-model {default,hard}]
+    python tools/make_demo_data.py --bundle radiogenomic_bundle --out DIR [--seed S] [--set KEY=VALUE ...]
 
-One cohort is written into DIR itself; ``all`` writes DIR/nsclc, DIR/pet and DIR/ctseg. ``--gene-model hard``
-(nsclc only) writes the radiogenomic cohort whose raw genes do not separate the phenotypes (142 patients by
-default, 131 of them with genes; bundles/phantoms/README.md).
+Calls ``scripts.demo_cohort.write_demo_cohort(DIR, seed=S, KEY=VALUE, ...)`` of the bundle folder (the bundle's
+``preparation`` calls the same function on the demo path); each bundle's ``docs/demo_cohort.md`` lists its settings,
+e.g. ``--set subjects=142 --set gene_model='"hard"'`` for the radiogenomic cohort whose raw genes do not separate
+the phenotypes. Values are read as JSON where they parse as JSON (``subjects=20``, ``shape=[12,8,40]``), else as
+text. DIR must be absent or empty.
 """
 
 from __future__ import annotations
 
 import argparse
+import inspect
+import json
 import sys
 import time
 from pathlib import Path
 
-from bundles.errors import run_tool
+from gan_core.bundle import activate
+from gan_core.errors import BundleInputError, run_tool
 
 
-def write_cohort(cohort: str, out: Path, subjects: int | None, seed: int, genes: int,
-                 gene_model: str = "default") -> Path:
-    """Write one cohort; ``subjects=None`` keeps that cohort's default (for nsclc: its gene model's)."""
-    extra = {} if subjects is None else {"subjects": subjects}
-    if cohort == "nsclc":
-        from bundles.phantoms.nsclc import write_nsclc_cohort
+def _value(text: str):
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
 
-        return write_nsclc_cohort(out, seed=seed, n_genes=genes, gene_model=gene_model, **extra)
-    if cohort == "ctseg":
-        from bundles.phantoms.ctseg import write_ctseg_cohort
 
-        return write_ctseg_cohort(out, seed=seed, **extra)
-    from bundles.phantoms.pet import write_pet_cohort  # imported here: the PET phantom is a separate module
+def parse_settings(pairs: list[str]) -> dict:
+    """``["subjects=4", "gene_model=hard"]`` -> ``{"subjects": 4, "gene_model": "hard"}``."""
+    settings = {}
+    for pair in pairs:
+        key, eq, value = pair.partition("=")
+        if not eq or not key.isidentifier():
+            raise BundleInputError(f"not KEY=VALUE: {pair!r}", field="--set", hint="pass --set subjects=20, for example")
+        settings[key] = _value(value)
+    return settings
 
-    return write_pet_cohort(out, seed=seed, **extra)
+
+def write_cohort(bundle: Path, out: Path, seed: int, settings: dict) -> Path:
+    """Write ``bundle``'s demo cohort into ``out``."""
+    scripts = activate(bundle)
+    try:
+        from scripts.demo_cohort import write_demo_cohort
+    except ImportError as err:
+        raise BundleInputError("the bundle has no scripts/demo_cohort.py with write_demo_cohort", path=bundle,
+                               field="--bundle", hint="pass a bundle folder that writes a demo cohort") from err
+    accepted = set(inspect.signature(write_demo_cohort).parameters) - {"out_dir", "seed"}
+    unknown = sorted(set(settings) - accepted)
+    if unknown:
+        raise BundleInputError(f"{scripts.__name__}.demo_cohort takes no setting {unknown[0]!r}", field="--set",
+                               hint=f"settings of this cohort: {', '.join(sorted(accepted))}")
+    return write_demo_cohort(out, seed=seed, **settings)
 
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--cohort", required=True, choices=["nsclc", "pet", "ctseg", "all"])
+    parser.add_argument("--bundle", required=True, type=Path, help="bundle folder, e.g. radiogan_bundle")
     parser.add_argument("--out", required=True, type=Path, help="output folder (absent or empty)")
-    parser.add_argument("--subjects", type=int, default=None, help="patients per cohort (default: each cohort's)")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--genes", type=int, default=5172, help="usable genes in the nsclc gene table")
-    parser.add_argument("--gene-model", choices=["default", "hard"], default="default",
-                        help="nsclc gene model: 'hard' = raw genes do not separate the phenotypes (default subjects 142)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="a setting of the cohort")
     args = parser.parse_args(argv)
-    if args.gene_model != "default" and args.cohort not in ("nsclc", "all"):
-        parser.error("--gene-model applies to the nsclc cohort only")
-
-    cohorts = ["nsclc", "pet", "ctseg"] if args.cohort == "all" else [args.cohort]
     start = time.perf_counter()
-    for cohort in cohorts:
-        out = args.out / cohort if args.cohort == "all" else args.out
-        t0 = time.perf_counter()
-        path = write_cohort(cohort, out, args.subjects, args.seed, args.genes, args.gene_model)
-        print(f"{cohort}: {path} ({time.perf_counter() - t0:.1f} s)")
-    print(f"total: {time.perf_counter() - start:.1f} s")
+    path = write_cohort(args.bundle, args.out, args.seed, parse_settings(args.set))
+    print(f"{args.bundle.name}: {path} ({time.perf_counter() - start:.1f} s)")
     return 0
 
 

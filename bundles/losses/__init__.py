@@ -1,1 +1,0 @@
-"""Loss objects of the GAN bundles (one module per model family)."""

@@ -1,1 +1,0 @@
-"""The functions that the bundles' configs call for preparation, inference and evaluation."""
