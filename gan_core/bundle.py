@@ -24,9 +24,9 @@ do) with each bundle's modules imported once: a module of one bundle never sees 
 from __future__ import annotations
 
 import importlib
-import inspect
 import os
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -37,21 +37,33 @@ PACKAGE = "scripts"
 _STASHED: dict[Path, dict[str, ModuleType]] = {}  # bundle root -> its scripts modules, while another is active
 
 
+def _bundle_above(config_folder: str | os.PathLike) -> Path:
+    """MONAI's rule: a config folder named ``configs`` is inside its bundle; any other folder is the bundle."""
+    folder = Path(config_folder).resolve()
+    return folder.parent if folder.name == "configs" else folder
+
+
 def bundle_of(config_file: str | os.PathLike) -> Path:
     """The bundle folder of a config file: the folder above ``configs/`` (or the file's own folder)."""
-    folder = Path(config_file).resolve().parent
-    return folder.parent if folder.name == "configs" else folder
+    return _bundle_above(Path(config_file).resolve().parent)
+
+
+def _callers() -> Iterator[object]:
+    """The ``self`` of every method further up the call stack, innermost first."""
+    frame = sys._getframe(1)
+    while frame is not None:
+        if "self" in frame.f_locals:
+            yield frame.f_locals["self"]
+        frame = frame.f_back
 
 
 def _workflow_bundle() -> Path | None:
     """The bundle of the MONAI ``ConfigWorkflow`` reading a config further up the call stack."""
     from monai.bundle import ConfigWorkflow
 
-    for frame_info in inspect.stack(context=0):
-        workflow = frame_info.frame.f_locals.get("self")
-        if isinstance(workflow, ConfigWorkflow) and hasattr(workflow, "config_root_path"):
-            folder = Path(workflow.config_root_path).resolve()
-            return folder.parent if folder.name == "configs" else folder
+    for caller in _callers():
+        if isinstance(caller, ConfigWorkflow) and hasattr(caller, "config_root_path"):
+            return _bundle_above(caller.config_root_path)
     return None
 
 
@@ -67,10 +79,9 @@ def _parser_bundle() -> Path | None:
     """A literal ``bundle_root`` (not an expression) of a MONAI config parser resolving further up the stack."""
     from monai.bundle.reference_resolver import ReferenceResolver
 
-    for frame_info in inspect.stack(context=0):
-        resolver = frame_info.frame.f_locals.get("self")
-        if isinstance(resolver, ReferenceResolver):
-            item = resolver.items.get("bundle_root")
+    for caller in _callers():
+        if isinstance(caller, ReferenceResolver):
+            item = caller.items.get("bundle_root")
             value = None if item is None else item.get_config()
             if isinstance(value, (str, os.PathLike)) and not str(value).startswith(("$", "@")):
                 return Path(value).resolve()

@@ -4,7 +4,7 @@
 
 Calls ``scripts.demo_cohort.write_demo_cohort(DIR, seed=S, KEY=VALUE, ...)`` of the bundle folder (the bundle's
 ``preparation`` calls the same function on the demo path); each bundle's ``docs/demo_cohort.md`` lists its settings,
-e.g. ``--set subjects=142 --set gene_model='"hard"'`` for the radiogenomic cohort whose raw genes do not separate
+e.g. ``--set subjects=142 --set gene_model=hard`` for the radiogenomic cohort whose raw genes do not separate
 the phenotypes. Values are read as JSON where they parse as JSON (``subjects=20``, ``shape=[12,8,40]``), else as
 text. DIR must be absent or empty.
 """
