@@ -1,4 +1,4 @@
-"""Readers and writers for the public data layouts: DICOM series, DICOM SEG, gene tables, datalists."""
+"""Readers and writers the bundles share: DICOM series, NIfTI slices, safe file names, synthetic DICOM's parts."""
 
 from gan_core.io.dicom_series import DicomSeries, read_series, write_series
 
