@@ -130,11 +130,11 @@ def bundle_name() -> str:
 
 
 def _stash_active() -> None:
-    active = sys.modules.get(PACKAGE)
-    if active is None:
-        return
-    names = [name for name in sys.modules if name == PACKAGE or name.startswith(PACKAGE + ".")]
-    _STASHED[_bundle_of_module(active)] = {name: sys.modules.pop(name) for name in names}
+    """Take the active bundle's ``scripts`` modules out of ``sys.modules``, keeping them for its next activation."""
+    active = active_bundle()
+    if active is not None:
+        names = [name for name in sys.modules if name == PACKAGE or name.startswith(PACKAGE + ".")]
+        _STASHED[active] = {name: sys.modules.pop(name) for name in names}
 
 
 def activate(bundle: str | os.PathLike) -> ModuleType:
@@ -150,8 +150,7 @@ def activate(bundle: str | os.PathLike) -> ModuleType:
     if not (bundle / PACKAGE / "__init__.py").is_file():
         raise BundleInputError("not a bundle folder: no scripts/__init__.py", path=bundle, field="bundle_root",
                                hint="pass the folder that holds configs/ and scripts/")
-    active = sys.modules.get(PACKAGE)
-    if active is None or _bundle_of_module(active) != bundle:
+    if active_bundle() != bundle:
         _stash_active()
         sys.modules.update(_STASHED.pop(bundle, {}))
     if str(bundle) in sys.path:
