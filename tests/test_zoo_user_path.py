@@ -14,13 +14,13 @@ import fcntl
 import json
 import os
 import shutil
-import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
 from bundle_cases import CASE_BY_NAME, CASES, NOT_COPIED, REPO
+from bundle_cases import run as run_command
 
 from gan_core.bundle import find_bundles
 
@@ -28,7 +28,6 @@ pytestmark = pytest.mark.slow
 
 SCHEMA = REPO / "tests" / "data" / "meta_schema_20240725.json"
 FOURTH = "petmip"  # a new bundle: a copy of radiogan_bundle under another name, no file changed
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1", "PYTHONDONTWRITEBYTECODE": "1"}
 
 
 def zoo_requirements(metadata: dict) -> list[str]:
@@ -41,10 +40,8 @@ def zoo_requirements(metadata: dict) -> list[str]:
 
 
 def run(command: list, cwd: Path, timeout: float = 600) -> str:
-    result = subprocess.run([str(c) for c in command], cwd=cwd, env=ENV, capture_output=True, text=True,
-                            timeout=timeout)
-    assert result.returncode == 0, f"{command}\n{result.stdout[-3000:]}\n{result.stderr[-5000:]}"
-    return result.stdout
+    """The stdout of a command run as the shared tests run one (one thread, unbuffered); fails with its output."""
+    return run_command([str(c) for c in command], cwd=cwd, timeout=timeout).stdout
 
 
 @contextmanager
