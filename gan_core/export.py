@@ -19,7 +19,6 @@ its hash and downloads nothing); its ``url`` fields are empty until you publish 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import subprocess
@@ -33,7 +32,7 @@ from monai.bundle import ConfigParser, ckpt_export
 
 from gan_core.bundle import activate
 from gan_core.errors import BundleInputError
-from gan_core.fileio import atomic_path, atomic_torch_save, atomic_write_text, folder_lock
+from gan_core.fileio import atomic_path, atomic_torch_save, atomic_write_text, file_sha256, folder_lock
 from gan_core.models import Model, read_model, record_path
 
 logger = logging.getLogger(__name__)
@@ -87,17 +86,9 @@ def write_model(model: Model, target: Path, bundle_dir: Path) -> None:
     atomic_write_text(json.dumps(record, indent=1), record_path(target))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def write_large_files(bundle_dir: Path, models_dir: Path) -> Path:
     """``large_files.yml`` at the bundle root: every model file in ``models_dir`` with its SHA-256."""
-    entries = [{"path": str(path.relative_to(bundle_dir)), "url": "", "hash_val": _sha256(path), "hash_type": "sha256"}
+    entries = [{"path": str(path.relative_to(bundle_dir)), "url": "", "hash_val": file_sha256(path), "hash_type": "sha256"}
                for path in sorted(models_dir.iterdir()) if path.suffix in MODEL_SUFFIXES and path.is_file()
                and not path.name.endswith("_export.json")]
     text = ("# Written by the export step: the files of models/ and their SHA-256. Put each file's download address in\n"

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import errno
 import fcntl
+import hashlib
 import json
 import os
 import re
@@ -36,6 +37,15 @@ PROGRAM = "gan-bundles"
 
 _TMP_FILE = re.compile(r"^\..+\.[A-Za-z0-9_]{8}\.tmp")
 _WORK_DIR = re.compile(r"^\.(?P<name>.+)\.(partial|old)-\d+-[0-9a-f]{8}$")
+
+
+def file_sha256(path: str | os.PathLike) -> str:
+    """Hex SHA-256 of a file (a checkpoint, a datalist, an exported model), read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def _umask() -> int:

@@ -8,7 +8,6 @@ SHA-256 of the datalist it read. Its ``"written_by"`` stamp also marks the folde
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -19,7 +18,14 @@ from importlib import metadata
 from pathlib import Path
 
 from gan_core.errors import BundleInputError
-from gan_core.fileio import acquire_lock, atomic_write_text, folder_kind, remove_leftovers, written_by
+from gan_core.fileio import (
+    acquire_lock,
+    atomic_write_text,
+    file_sha256,
+    folder_kind,
+    remove_leftovers,
+    written_by,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -55,10 +61,6 @@ def git_commit() -> str | None:
     except (OSError, subprocess.SubprocessError):
         return None
     return f"{commit}+dirty" if commit and dirty else commit or None
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
 
 
 def command_line_config() -> dict | None:

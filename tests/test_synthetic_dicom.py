@@ -21,8 +21,9 @@ from dicom_checks import (
 )
 
 from gan_core.errors import BundleInputError
+from gan_core.fileio import file_sha256
 from gan_core.io.dicom_series import read_series
-from gan_core.io.synthetic_dicom import SyntheticProvenance, file_sha256, write_synthetic_ct
+from gan_core.io.synthetic_dicom import SyntheticProvenance, write_synthetic_ct
 
 
 @pytest.fixture(scope="module")

@@ -31,8 +31,6 @@ geometry of ``affine``. Not used: Synthetic Data (0008,001C), which the dciodvfy
 
 from __future__ import annotations
 
-import hashlib
-import os
 import re
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -47,7 +45,7 @@ from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 from pydicom.valuerep import format_number_as_ds
 
 from gan_core.errors import BundleInputError
-from gan_core.fileio import atomic_path
+from gan_core.fileio import atomic_path, file_sha256
 from gan_core.io.dicom_series import set_int16_pixel_module
 
 PROJECT = "gan-bundles"
@@ -86,7 +84,7 @@ class SyntheticProvenance:
                                        f"got {value!r}", field=name, hint='shorten the text and remove backslashes')
         if not re.fullmatch(r"[0-9a-fA-F]{16,64}", str(self.model_sha256)):
             raise BundleInputError(f"model_sha256 must be 16 to 64 hex digits, got {self.model_sha256!r}",
-                                   field="model_sha256", hint="use gan_core.io.synthetic_dicom.file_sha256(weights)")
+                                   field="model_sha256", hint="use gan_core.fileio.file_sha256(weights)")
         if isinstance(self.index, bool) or not isinstance(self.index, (int, np.integer)) or self.index < 0:
             raise BundleInputError(f"index must be a non-negative integer, got {self.index!r}", field="index", hint='pass a whole number >= 0')
         if len(self.description) > 40 or "\\" in self.description:
@@ -108,15 +106,6 @@ class SyntheticProvenance:
     def series_description(self, what: str) -> str:
         """``SYNTHETIC <what> [<description>]`` (at most 64 characters)."""
         return " ".join(part for part in ("SYNTHETIC", what, self.description) if part)[:64]
-
-
-def file_sha256(path: str | os.PathLike) -> str:
-    """Hex sha256 of a file (e.g. the generator checkpoint), read in 1 MiB blocks."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
