@@ -160,6 +160,20 @@ def activate(bundle: str | os.PathLike) -> ModuleType:
     return importlib.import_module(PACKAGE)
 
 
+def read_configs(bundle: str | os.PathLike, *config_files: str):
+    """A MONAI ``ConfigParser`` of ``bundle``'s ``configs/<config_files>`` (merged in order) and its metadata, with
+    ``bundle_root`` set to the folder: what a tool or the export step reads values and objects from outside a
+    ``python -m monai.bundle`` command."""
+    from monai.bundle import ConfigParser
+
+    bundle = Path(bundle).resolve()
+    parser = ConfigParser()
+    parser.read_meta(bundle / "configs" / "metadata.json")
+    parser.read_config([str(bundle / "configs" / name) for name in config_files])
+    parser["bundle_root"] = str(bundle)
+    return parser
+
+
 def find_bundles(folder: str | os.PathLike) -> list[Path]:
     """The bundle folders directly inside ``folder`` (each with ``configs/metadata.json`` and ``scripts/``), sorted."""
     return sorted(path.parents[1] for path in Path(folder).glob("*/configs/metadata.json")

@@ -28,9 +28,9 @@ from pathlib import Path
 
 import torch
 import yaml
-from monai.bundle import ConfigParser, ckpt_export
+from monai.bundle import ckpt_export
 
-from gan_core.bundle import activate
+from gan_core.bundle import activate, read_configs
 from gan_core.errors import BundleInputError
 from gan_core.fileio import atomic_path, atomic_torch_save, atomic_write_text, file_sha256, folder_lock
 from gan_core.models import Model, read_model, record_path
@@ -66,15 +66,6 @@ class ExportReport:
 
 def _as_tuple(outputs) -> tuple[torch.Tensor, ...]:
     return tuple(outputs) if isinstance(outputs, (tuple, list)) else (outputs,)
-
-
-def _bundle_parser(bundle_dir: Path, model_path: Path) -> ConfigParser:
-    parser = ConfigParser()
-    parser.read_meta(bundle_dir / "configs" / "metadata.json")
-    parser.read_config(bundle_dir / "configs" / "inference.json")
-    parser["bundle_root"] = str(bundle_dir)
-    parser["ckpt_path"] = str(model_path)
-    return parser
 
 
 def write_model(model: Model, target: Path, bundle_dir: Path) -> None:
@@ -124,7 +115,8 @@ def export_model(
                 raise BundleInputError("an exported model is already there", path=target, field="name",
                                        hint="pass --overwrite true to replace it, or --name <another name>")
             write_model(model, target, bundle_dir)
-        parser = _bundle_parser(bundle_dir, target)
+        parser = read_configs(bundle_dir, "inference.json")
+        parser["ckpt_path"] = str(target)
         generator = model.load("cpu")
         torch.manual_seed(0)
         inputs = tuple(parser.get_parsed_content("export_inputs"))

@@ -26,6 +26,7 @@ import torch
 import yaml
 from bundle_cases import CASES, ENV, REPO, BundleCase, prepare_case, run, run_workflow, user_error
 
+from gan_core.bundle import read_configs
 from gan_core.engines.handlers import read_loss_history
 from gan_core.errors import BundleInputError
 from gan_core.export import export_model
@@ -158,12 +159,7 @@ def test_the_export_step_then_monai_ckpt_export_work_from_models_model_pt(tracke
 
 
 def _example_inputs(bundle: Path):
-    from monai.bundle import ConfigParser
-
-    parser = ConfigParser()
-    parser.read_meta(bundle / "configs" / "metadata.json")
-    parser.read_config(bundle / "configs" / "inference.json")
-    parser["bundle_root"] = str(bundle)
+    parser = read_configs(bundle, "inference.json")
     torch.manual_seed(1)
     return tuple(parser.get_parsed_content("export_inputs"))
 

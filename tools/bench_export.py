@@ -15,9 +15,8 @@ import time
 from pathlib import Path
 
 import torch
-from monai.bundle import ConfigParser
 
-from gan_core.bundle import find_bundles
+from gan_core.bundle import find_bundles, read_configs
 from gan_core.errors import run_tool
 
 REPO = Path(__file__).resolve().parents[1]
@@ -41,10 +40,7 @@ def main() -> None:
     args = parser.parse_args()
     print(f"{'bundle':13s} {'eager img/s':>11s} {'ts img/s':>9s} {'ts/eager':>8s}")
     for bundle in args.bundles:
-        config = ConfigParser()
-        config.read_meta(REPO / f"{bundle}_bundle" / "configs" / "metadata.json")
-        config.read_config(REPO / f"{bundle}_bundle" / "configs" / "inference.json")
-        config["bundle_root"] = str(REPO / f"{bundle}_bundle")
+        config = read_configs(REPO / f"{bundle}_bundle", "inference.json")
         torch.manual_seed(0)
         eager = config.get_parsed_content("network_def").eval()
         example = config.get_parsed_content("export_inputs")

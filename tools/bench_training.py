@@ -24,10 +24,9 @@ from pathlib import Path
 
 import torch
 from ignite.engine import Engine
-from monai.bundle import ConfigParser
 from torch.utils.flop_counter import FlopCounterMode
 
-from gan_core.bundle import find_bundles
+from gan_core.bundle import find_bundles, read_configs
 from gan_core.engines.gan_trainer import AMP_DTYPES
 from gan_core.errors import run_tool
 
@@ -35,10 +34,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def build_trainer(bundle: str, overrides: dict):
-    parser = ConfigParser()
-    parser.read_meta(REPO / f"{bundle}_bundle" / "configs" / "metadata.json")
-    parser.read_config(REPO / f"{bundle}_bundle" / "configs" / "train.json")
-    parser["bundle_root"] = str(REPO / f"{bundle}_bundle")
+    parser = read_configs(REPO / f"{bundle}_bundle", "train.json")
     for key, value in overrides.items():
         parser[key] = value
     # benchmarks measure the loop, not the side effects of the demo's handlers

@@ -32,9 +32,7 @@ import sys
 import time
 from pathlib import Path
 
-from monai.bundle import ConfigParser
-
-from gan_core.bundle import find_bundles
+from gan_core.bundle import find_bundles, read_configs
 from gan_core.runs import TRAINING_OUTPUTS
 
 REPO = Path(__file__).resolve().parents[1]
@@ -99,7 +97,6 @@ def bundle_version(root: Path) -> str:
 
 
 def step_prepare(root: Path) -> None:
-    configs = root / "configs"
     dataset = root / "data" / "prepared"
     recipe = {"version": bundle_version(root)}
     if (dataset / "datalist.json").is_file():
@@ -115,7 +112,7 @@ def step_prepare(root: Path) -> None:
     for path in (root / "data" / "raw", dataset):
         claim(path)
     print(f"\n[preparation] demo path: writing the demo cohort into {root / 'data' / 'raw'} if missing, then {dataset}")
-    run(bundle_run("preparation", str(configs / "prepare.json")))
+    run(bundle_run("preparation", _config_argument(["prepare.json"], root)))
     manifest = _manifest()
     manifest["preparations"][str(dataset)] = recipe
     # the demo's trainings of this bundle learnt from the dataset that was just replaced: train them anew
@@ -149,10 +146,7 @@ def forget_stale_training(output_dir: Path, recipe: dict) -> None:
 
 def config_values(root: Path, files: list[str], *keys: str) -> list:
     """The values of ``keys`` in the bundle's merged config ``files`` (paths resolved for ``root``)."""
-    parser = ConfigParser()
-    parser.read_meta(root / "configs" / "metadata.json")
-    parser.read_config([str(root / "configs" / f) for f in files])
-    parser["bundle_root"] = str(root)
+    parser = read_configs(root, *files)
     return [parser.get_parsed_content(key) for key in keys]
 
 
@@ -208,7 +202,7 @@ def step_output(root: Path, run_id: str, config: str, folder: Path) -> None:
     claim(folder)
     what = "replacing its own earlier output" if folder.exists() else "new output"
     print(f"\n[{run_id}] {folder} ({what})")
-    run(bundle_run(run_id, str(root / "configs" / config)))
+    run(bundle_run(run_id, _config_argument([config], root)))
 
 
 def demo_bundle(root: Path, epochs: int | None) -> None:

@@ -34,6 +34,7 @@ import numpy as np
 import torch
 from scipy import stats
 
+from gan_core.bundle import PACKAGE, activate, active_bundle, bundle_of
 from gan_core.errors import BundleInputError
 from gan_core.evaluation.metrics import json_safe
 from gan_core.figures import plt, save_figure
@@ -215,8 +216,6 @@ def snapshot_bundle(work: str | Path, *config_files: str | Path) -> list[Path]:
     Raises:
         BundleInputError: a config file that does not exist.
     """
-    from gan_core.bundle import PACKAGE, bundle_of
-
     folder = Path(work) / "configs"
     folder.mkdir(exist_ok=True)
     copies = []
@@ -246,8 +245,6 @@ def train_with_config(config_file: str | Path, output_dir: str | Path, overrides
         overrides: config ids -> values, e.g. ``{"train#dataset#data": [...], "train#trainer#max_epochs": 3}``.
     """
     from monai.bundle import ConfigWorkflow
-
-    from gan_core.bundle import activate, active_bundle
 
     caller = active_bundle()
     try:
